@@ -1,0 +1,83 @@
+"""Shared pieces of the command lines: one-line errors, run folders, summaries."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from zoo.io import atomic_write_text
+
+__all__ = ["Parser", "fail", "write_history", "write_json", "summary_line", "USER_ERRORS"]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from zoo import CheckpointError, ConfigError, DataError
+    from zoo.likelihoods import TargetError
+
+    from .device import DeviceError
+
+    return (ConfigError, DataError, TargetError, DeviceError, CheckpointError, FileNotFoundError)
+
+
+USER_ERRORS = _user_errors()
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        fail(f"{message} (see --help)")
+
+
+def fail(message: str, code: int = 2):
+    """Prints ``error: message`` on one line and exits with ``code``."""
+    print(f"error: {message}".replace("\n", " "), file=sys.stderr)
+    raise SystemExit(code)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(w) for k, w in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(w) for w in v]
+        return v
+
+    atomic_write_text(path, json.dumps(clean(obj), indent=2) + "\n")
+
+
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def summary_line(m: dict[str, Any]) -> str:
+    """The few numbers a person wants after a run, by metric kind."""
+    keys = [
+        ("nll", "NLL"),
+        ("nll_gap", "gap to true NLL"),
+        ("rmse", "RMSE"),
+        ("coverage_90", "90% coverage"),
+        ("crps", "CRPS"),
+        ("accuracy", "accuracy"),
+        ("ece", "ECE"),
+        ("brier", "Brier"),
+        ("elbo", "ELBO"),
+        ("iwae", "IWAE"),
+        ("bits_per_dim", "bits/dim"),
+    ]
+    parts = [f"{label} {m[k]:.4f}" for k, label in keys if isinstance(m.get(k), float)]
+    return ", ".join(parts)

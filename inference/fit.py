@@ -1,0 +1,240 @@
+"""The one training loop: SVI on an ELBO module with a torch optimizer (Pyro's svi_torch.py)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyro
+import torch
+from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from tqdm.auto import tqdm
+
+from .device import resolve_device
+
+__all__ = ["FitConfig", "History", "TrainingDiverged", "fit", "make_elbo", "seed_everything"]
+
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "jit": JitTrace_ELBO}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the model holds its last good state."""
+
+
+@dataclass
+class FitConfig:
+    """Options of :func:`fit`.
+
+    Arguments:
+        epochs: passes over the training data.
+        batch_size: minibatch size (the data term is scaled to the full data set).
+        lr: Adam's learning rate (the peak rate with ``schedule="onecycle"``).
+        weight_decay: Adam's (decoupled, AdamW) weight decay.
+        schedule: ``none``, ``onecycle`` or ``cosine`` learning-rate schedule over all steps.
+        elbo: ``trace`` (Trace_ELBO), ``meanfield`` (TraceMeanField_ELBO, analytic KL) or
+            ``jit`` (JitTrace_ELBO).
+        num_particles: ELBO particles per step (vectorized).
+        clip_norm: clip the gradient's global norm to this (None: no clipping).
+        patience: stop when the validation score has not improved for this many epochs
+            (None: never stop early). The best weights are restored at the end either way.
+        seed: seeds torch and Pyro; the same seed gives the same weights on the CPU.
+        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
+        quiet: no progress bar (it is also off when stderr is not a terminal).
+        warmup_epochs: hook for models with a KL warm-up (passed to ``model.set_epoch``).
+    """
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["none", "onecycle", "cosine"] = "none"
+    elbo: Literal["trace", "meanfield", "jit"] = "trace"
+    num_particles: int = 1
+    clip_norm: float | None = 10.0
+    patience: int | None = 20
+    seed: int = 0
+    device: str = "auto"
+    quiet: bool = False
+
+
+@dataclass
+class History:
+    """What :func:`fit` did: one row per epoch (epoch, loss, val, lr, seconds)."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val: float | None = None
+    stopped: str = "completed"  # completed | early_stopping | diverged
+    seconds: float = 0.0
+
+    def column(self, key: str) -> list[float]:
+        return [r[key] for r in self.rows if key in r]
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, torch and Pyro's RNGs."""
+    pyro.set_rng_seed(seed)
+
+
+def make_elbo(kind: str = "trace", num_particles: int = 1, max_plate_nesting: int = 1):
+    """An ELBO object of the given kind; several particles are vectorized."""
+    if kind not in ELBOS:
+        raise ValueError(f"unknown elbo {kind!r}; choose one of {', '.join(ELBOS)}")
+    kwargs: dict[str, Any] = {"num_particles": num_particles}
+    if num_particles > 1:
+        kwargs.update(vectorize_particles=True, max_plate_nesting=max_plate_nesting)
+    return ELBOS[kind](**kwargs)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _make_scheduler(optimizer, schedule: str, lr: float, total_steps: int):
+    if schedule == "none":
+        return None
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    raise ValueError(f"unknown schedule {schedule!r}; choose none, onecycle or cosine")
+
+
+def fit(
+    model,
+    train,
+    val=None,
+    config: FitConfig | None = None,
+    *,
+    on_improve: Callable[[Any, dict], None] | None = None,
+    **overrides: Any,
+) -> History:
+    """Trains ``model`` by SVI on its guide and returns the :class:`History`.
+
+    Arguments:
+        model: a zoo model (``forward(x, y)`` is the Pyro model, ``model.guide`` its guide).
+        train: the training split, anything with ``.x`` and ``.y`` (or an ``(x, y)`` pair).
+        val: the validation split for early stopping (optional).
+        config: a :class:`FitConfig`; keyword overrides are applied on top.
+        on_improve: called as ``on_improve(model, row)`` whenever the validation score
+            improves (or after each epoch without validation): the place to save a checkpoint,
+            so a run that fails later keeps its last good one.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or inf. The model is left with its last good
+            weights (the best validated ones, else the start of the failing epoch).
+
+    Example:
+        >>> history = fit(model, data.train, data.val, epochs=200, lr=3e-3)
+    """
+    from zoo.config import make_config  # the config checker is shared with the models
+
+    cfg = make_config(FitConfig, overrides, base=config)
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+
+    x, y = _unpack(train)
+    x, y = model.check_data(x, y)
+    if val is not None:
+        xv, yv = model.check_data(*_unpack(val))
+    model.to(device)
+    x, y = x.to(device), (y.to(device) if y is not None else None)
+    if val is not None:
+        xv, yv = xv.to(device), (yv.to(device) if yv is not None else None)
+    if model.target_is_input:
+        y = x
+        if val is not None:
+            yv = xv
+    n = len(x)
+    model.num_data = n
+    batch_size = min(cfg.batch_size, n)
+    steps_per_epoch = math.ceil(n / batch_size)
+
+    elbo = make_elbo(cfg.elbo, cfg.num_particles, getattr(model, "max_plate_nesting", 1))
+    loss_fn = elbo(model, model.guide)
+    model.train()
+    # one call creates lazily initialized parameters (AutoGuides) before the optimizer sees them
+    loss_fn(x[:batch_size], y[:batch_size] if y is not None else None)
+    params = [p for p in loss_fn.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _make_scheduler(optimizer, cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch)
+
+    history = History()
+    best_state = None
+    bad_epochs = 0
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    quiet = cfg.quiet or not sys.stderr.isatty()
+    bar = tqdm(range(1, cfg.epochs + 1), disable=quiet, desc=type(model).__name__, leave=False)
+    start = time.perf_counter()
+    for epoch in bar:
+        if hasattr(model, "set_epoch"):
+            model.set_epoch(epoch, cfg.epochs)
+        epoch_start_state = _state(model) if best_state is None else None
+        model.train()
+        perm = torch.randperm(n, generator=generator).to(device)
+        total = 0.0
+        for i in range(steps_per_epoch):
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            yb = y[idx] if y is not None else None
+            loss = loss_fn(x[idx], yb) / n  # per data point: the lr does not depend on n
+            if not torch.isfinite(loss):
+                model.load_state_dict(best_state or epoch_start_state)
+                history.stopped = "diverged"
+                history.seconds = time.perf_counter() - start
+                bar.close()
+                where = f"epoch {epoch}, step {i + 1}"
+                kept = f"best epoch {history.best_epoch}" if best_state else f"start of {epoch}"
+                raise TrainingDiverged(
+                    f"loss became {float(loss)} at {where}; kept the weights of the {kept}. "
+                    "Try a smaller --lr, gradient clipping or a different seed"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += float(loss.detach()) * len(idx)
+        row = {"epoch": epoch, "loss": total / n, "lr": optimizer.param_groups[0]["lr"]}
+        if val is not None:
+            model.eval()
+            with torch.no_grad():
+                row["val"] = float(model.val_score(xv, yv))
+        row["seconds"] = time.perf_counter() - start
+        history.rows.append(row)
+        improved = val is None or (
+            math.isfinite(row["val"]) and (history.best_val is None or row["val"] < history.best_val)
+        )
+        if improved:
+            history.best_epoch, history.best_val = epoch, row.get("val")
+            best_state = _state(model)
+            bad_epochs = 0
+            if on_improve is not None:
+                on_improve(model, row)
+        else:
+            bad_epochs += 1
+        bar.set_postfix(loss=f"{row['loss']:.4f}", val=f"{row.get('val', float('nan')):.4f}")
+        if val is not None and cfg.patience is not None and bad_epochs >= cfg.patience:
+            history.stopped = "early_stopping"
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def _unpack(split) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if hasattr(split, "x"):
+        return split.x, getattr(split, "y", None)
+    x, y = split
+    return x, y

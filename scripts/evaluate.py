@@ -1,0 +1,51 @@
+"""Reload a run folder and recompute its metrics and plots on the test split.
+
+    python scripts/evaluate.py runs/regression-toy-20261122-120000 [--num-samples 500]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import zoo  # noqa: E402
+from inference import evaluate, resolve_device, write_plots  # noqa: E402
+from inference.cli import USER_ERRORS, Parser, fail, summary_line, write_json  # noqa: E402
+from zoo.io import read_config  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(description="Recompute a run's test metrics and plots from its checkpoint.")
+    p.add_argument("run_dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--num-samples", type=int, default=200)
+    p.add_argument("--out", help="where to write metrics and plots (default: the run folder)")
+    args = p.parse_args(argv)
+    meta = read_config(args.run_dir)
+    device = resolve_device(args.device)
+    model = zoo.load(args.run_dir, map_location=device)
+    data = zoo.datasets.load_dataset(
+        meta.get("dataset", model.default_dataset),
+        seed=meta.get("data_seed", 0),
+        **meta.get("data_kwargs", {}),
+    )
+    out = Path(args.out or args.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate(
+        model, data.test, num_samples=args.num_samples, true_log_prob=data.true_log_prob
+    )
+    write_json(out / "metrics_eval.json", metrics)
+    write_plots(model, data, out, num_samples=args.num_samples)
+    print(f"{meta['model']} on {meta.get('dataset')}: {summary_line(metrics)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except USER_ERRORS as e:
+        fail(str(e))
+    except ValueError as e:
+        fail(str(e))
