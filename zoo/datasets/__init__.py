@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import Dataset, Split, split_indices, standardize
-from .sklearn_sets import load_diabetes
+from .images import load_digits, load_mnist, read_idx
+from .sklearn_sets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from .toy import load_toy, toy_log_prob, toy_sample
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Dataset",
     "Split",
     "load_dataset",
+    "read_idx",
     "split_indices",
     "standardize",
     "toy_log_prob",
@@ -22,6 +24,11 @@ __all__ = [
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "toy": load_toy,
     "diabetes": load_diabetes,
+    "breast_cancer": load_breast_cancer,
+    "digits": load_digits,
+    "wine": load_wine,
+    "iris": load_iris,
+    "mnist": load_mnist,
 }
 
 

@@ -6,7 +6,7 @@ import torch
 
 from .base import Dataset, Split, split_indices, standardize
 
-__all__ = ["load_diabetes"]
+__all__ = ["load_diabetes", "load_breast_cancer", "load_wine", "load_iris"]
 
 
 def load_diabetes(seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1, **_):
@@ -26,3 +26,56 @@ def load_diabetes(seed: int = 0, test_fraction: float = 0.1, val_fraction: float
     return Dataset(
         "diabetes", "regression", Split(x_tr, y_tr), Split(x_va, y_va), Split(x_te, y_te), info=info
     )
+
+
+def _classification(name: str, x_np, y_np, seed: int, val_fraction: float, test_fraction: float):
+    x = torch.as_tensor(x_np, dtype=torch.float32)
+    y = torch.as_tensor(y_np, dtype=torch.long)
+    tr, va, te = _stratified_split(y, (val_fraction, test_fraction), seed)
+    (x_tr, x_va, x_te), _, _ = standardize(x[tr], x[va], x[te])
+    num_classes = int(y.max()) + 1
+    return Dataset(
+        name,
+        "classification",
+        Split(x_tr, y[tr]),
+        Split(x_va, y[va]),
+        Split(x_te, y[te]),
+        num_classes=num_classes,
+        info={"source": "sklearn.datasets"},
+    )
+
+
+def _stratified_split(y: torch.Tensor, fractions: tuple[float, float], seed: int):
+    """Per-class seeded split, so every class appears in every split of a small data set."""
+    parts: list[list[torch.Tensor]] = [[], [], []]
+    for c in torch.unique(y):
+        idx = (y == c).nonzero()[:, 0]
+        tr, va, te = split_indices(len(idx), fractions, seed + int(c))
+        for part, sub in zip(parts, (tr, va, te), strict=True):
+            part.append(idx[sub])
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.cat(p)[torch.randperm(sum(map(len, p)), generator=g)] for p in parts)
+
+
+def load_breast_cancer(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, **_):
+    """Breast cancer (569 rows, 30 features, 2 classes), standardized, stratified split."""
+    from sklearn.datasets import load_breast_cancer as sk_load
+
+    x, y = sk_load(return_X_y=True)
+    return _classification("breast_cancer", x, y, seed, val_fraction, test_fraction)
+
+
+def load_wine(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, **_):
+    """Wine (178 rows, 13 features, 3 classes), standardized, stratified split."""
+    from sklearn.datasets import load_wine as sk_load
+
+    x, y = sk_load(return_X_y=True)
+    return _classification("wine", x, y, seed, val_fraction, test_fraction)
+
+
+def load_iris(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, **_):
+    """Iris (150 rows, 4 features, 3 classes), standardized, stratified split."""
+    from sklearn.datasets import load_iris as sk_load
+
+    x, y = sk_load(return_X_y=True)
+    return _classification("iris", x, y, seed, val_fraction, test_fraction)
