@@ -18,6 +18,7 @@ from . import datasets, likelihoods  # noqa: E402
 from .base import DataError, ZooModel  # noqa: E402
 from .config import ConfigError, make_config, parse_overrides  # noqa: E402
 from .io import CheckpointError, load, save  # noqa: E402
+from .mdn import MDN  # noqa: E402
 from .regression import MSE, Regression  # noqa: E402
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ZooModel",
     "Regression",
     "MSE",
+    "MDN",
     "ConfigError",
     "DataError",
     "CheckpointError",
@@ -41,6 +43,7 @@ __all__ = [
 MODELS: dict[str, type[ZooModel]] = {
     "regression": Regression,
     "mse": MSE,
+    "mdn": MDN,
 }
 
 

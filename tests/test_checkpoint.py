@@ -1,0 +1,71 @@
+"""Checkpoints: atomic, weights_only, and clear errors for missing, truncated, mismatched files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from pyro.infer import Predictive
+
+import zoo
+from zoo.io import CheckpointError, atomic_write_text
+
+
+def test_round_trip_gives_a_model_ready_for_predictive(tmp_path):
+    model = zoo.build("regression", hidden=8, likelihood="studentt")
+    zoo.save(model, tmp_path)
+    loaded = zoo.load(tmp_path)
+    x = torch.randn(30, 1)
+    out = Predictive(loaded, guide=loaded.guide, num_samples=100)(x)["obs"]
+    assert out.shape == (100, 30)
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["likelihood"] == "studentt"
+
+
+def test_missing_truncated_and_mismatched_checkpoints_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json not found"):
+        zoo.load(tmp_path)
+    model = zoo.build("regression", hidden=8)
+    zoo.save(model, tmp_path)
+    (tmp_path / "model.pt").write_bytes((tmp_path / "model.pt").read_bytes()[:50])
+    with pytest.raises(CheckpointError, match=r"model.pt cannot be read"):
+        zoo.load(tmp_path)
+    zoo.save(zoo.build("regression", hidden=16), tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["config"]["hidden"] = 8
+    atomic_write_text(tmp_path / "config.json", json.dumps(meta))
+    with pytest.raises(CheckpointError, match="model.pt does not match the model in config.json"):
+        zoo.load(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        zoo.load(tmp_path)
+
+
+def test_checkpoint_cannot_run_code(tmp_path):
+    zoo.save(zoo.build("mse", hidden=4), tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        zoo.load(tmp_path)
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "f.txt"
+    atomic_write_text(target, "old")
+
+    class Boom(Exception):
+        pass
+
+    def bad(_):
+        raise Boom
+
+    from zoo.io import _atomic
+
+    with pytest.raises(Boom):
+        _atomic(target, bad)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
