@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import metrics, plots
 from .predict import log_likelihood, predictive_samples
 
 __all__ = ["evaluate", "write_plots", "class_probs"]
@@ -41,6 +40,8 @@ def evaluate(
     posterior predictive samples); classes get accuracy, NLL, Brier and ECE; densities get
     NLL and bits per dimension, or the ELBO and an IWAE bound for latent-variable models.
     """
+    from . import metrics
+
     model.eval()
     device = next(iter(list(model.parameters()) + list(model.buffers()))).device
     x = split.x.to(device)
@@ -72,6 +73,8 @@ def evaluate(
 
 def model_density_metrics(model, x: Tensor, *, true_log_prob=None, iwae_samples: int = 100):
     """NLL / bits per dim from an exact ``log_prob``, or ELBO / IWAE from ``log_weights``."""
+    from . import metrics
+
     out: dict[str, float] = {}
     dims = int(x.shape[1:].numel())
     if hasattr(model, "log_prob"):
@@ -99,6 +102,8 @@ def _fmt(v: float) -> str:
 @torch.no_grad()
 def write_plots(model, dataset, run_dir: str | Path, history=None, num_samples: int = 200):
     """Writes the PNG figures that fit the model's kind into ``run_dir``; returns their paths."""
+    from . import metrics, plots
+
     run_dir = Path(run_dir)
     paths = []
     if history is not None and history.rows:
@@ -150,6 +155,8 @@ def write_plots(model, dataset, run_dir: str | Path, history=None, num_samples: 
 
 def model_figures(model, dataset, run_dir: Path) -> list[Path]:
     """Figures a family describes itself through ``model.figures(dataset)``: name -> spec."""
+    from . import plots
+
     out = []
     for name, (fn_name, kwargs) in model.figures(dataset).items():
         out.append(getattr(plots, fn_name)(**kwargs, path=run_dir / f"{name}.png"))

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pyro
 import torch
 from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .device import resolve_device
 
