@@ -183,7 +183,13 @@ def fit(
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size : (i + 1) * batch_size]
             yb = y[idx] if y is not None else None
-            loss = loss_fn(x[idx], yb) / n  # per data point: the lr does not depend on n
+            try:
+                loss = loss_fn(x[idx], yb) / n  # per data point: the lr does not depend on n
+            except ValueError as e:
+                # with validation on, NaN parameters are caught when a distribution is built
+                if "invalid values" not in str(e):
+                    raise
+                loss = torch.tensor(float("nan"))
             if not torch.isfinite(loss):
                 model.load_state_dict(best_state or epoch_start_state)
                 history.stopped = "diverged"

@@ -132,10 +132,11 @@ class ZooModel(PyroModule):
         The default uses the exact predictive when there is one; models with latent variables
         override this (for example with the negative ELBO per point).
         """
-        d = self.predictive_distribution(x)
-        if d is None:
-            raise NotImplementedError(f"{type(self).__name__} must define val_score")
-        return float(-d.log_prob(y).mean())
+        with torch.no_grad():
+            d = self.predictive_distribution(x)
+            if d is None:
+                raise NotImplementedError(f"{type(self).__name__} must define val_score")
+            return float(-d.log_prob(y).mean())
 
     def example_inputs(self, n: int = 8) -> Tensor:
         """Inputs of the right shape and range for quick checks (standard normal features)."""
