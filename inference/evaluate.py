@@ -63,9 +63,13 @@ def evaluate(
     elif kind == "class":
         x, y = model.check_data(x, y)
         probs = class_probs(model, x, num_samples)
-        out.update(metrics.classification_metrics(probs, y.long()))
+        # the exact log loss from logits where the model has them (probabilities get clamped)
+        logits = model.logits(x) if callable(getattr(model, "logits", None)) else None
+        out.update(metrics.classification_metrics(probs, y.long(), logits=logits))
     elif kind == "density":
-        out.update(model_density_metrics(model, x, true_log_prob=true_log_prob))
+        # a model may set its own IWAE sample count K (an attribute), else the default
+        k = int(getattr(model, "iwae_samples", 100))
+        out.update(model_density_metrics(model, x, true_log_prob=true_log_prob, iwae_samples=k))
     else:
         raise ValueError(f"unknown metric kind {kind!r}")
     return out
@@ -155,9 +159,15 @@ def write_plots(model, dataset, run_dir: str | Path, history=None, num_samples: 
 
 def model_figures(model, dataset, run_dir: Path) -> list[Path]:
     """Figures a family describes itself through ``model.figures(dataset)``: name -> spec."""
-    from . import plots
+    from . import plots, plots_density, plots_images, uncertainty
 
     out = []
     for name, (fn_name, kwargs) in model.figures(dataset).items():
-        out.append(getattr(plots, fn_name)(**kwargs, path=run_dir / f"{name}.png"))
+        fn = (
+            getattr(plots, fn_name, None)
+            or getattr(plots_images, fn_name, None)
+            or getattr(uncertainty, fn_name, None)
+            or getattr(plots_density, fn_name)
+        )
+        out.append(fn(**kwargs, path=run_dir / f"{name}.png"))
     return out

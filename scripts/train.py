@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
 from inference import FitConfig, TrainingDiverged, evaluate, fit, write_plots  # noqa: E402
+from inference.calibrate import before_after, check_temperature_model, fit_temperature  # noqa: E402
 from inference.cli import (  # noqa: E402
     USER_ERRORS,
     Parser,
@@ -44,6 +45,11 @@ def make_parser() -> Parser:
     p.add_argument("--num-samples", type=int, default=200, help="predictive samples for metrics")
     p.add_argument("--out", help="run folder (default runs/MODEL-DATASET-TIME)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--temperature-scaling",
+        action="store_true",
+        help="classifiers: fit one temperature on the validation split after training",
+    )
     p.add_argument(
         "--set",
         nargs="+",
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     data = zoo.datasets.load_dataset(dataset_name, seed=args.data_seed, **data_kwargs)
     overrides = {**cls.data_overrides(data), **overrides}
     model = zoo.build(args.model, **overrides)
+    if args.temperature_scaling:
+        check_temperature_model(model)
     opts = fit_options(args, cls)
     fit_config = zoo.make_config(FitConfig, opts)
 
@@ -109,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         history = fit(model, data.train, data.val, fit_config, on_improve=checkpoint)
     except TrainingDiverged as e:
         fail(f"{e}; the last good checkpoint is in {run_dir}", code=1)
+    before = None
+    if args.temperature_scaling:  # post hoc; the temperature is a buffer, saved just below
+        before = evaluate(model, data.test, num_samples=args.num_samples)
+        scaled = fit_temperature(model, data.val)
     zoo.save(model, run_dir, extra={**extra, "epoch": history.best_epoch})
     write_history(run_dir / "history.csv", history.rows)
     metrics = evaluate(
@@ -120,9 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         best_epoch=history.best_epoch,
         stopped=history.stopped,
     )
+    if before is not None:
+        metrics.update(before_after(before, scaled))
     write_json(run_dir / "metrics.json", metrics)
     write_plots(model, data, run_dir, history, num_samples=args.num_samples)
     print(f"{args.model} on {dataset_name}: {summary_line(metrics)}")
+    if before is not None:
+        print(f"{scaled.summary}; before it: {summary_line(before)}")
     print(f"run folder: {run_dir}")
     return 0
 

@@ -16,10 +16,14 @@ pyro.settings.set(module_local_params=True)
 
 from . import datasets, likelihoods  # noqa: E402
 from .base import DataError, ZooModel  # noqa: E402
+from .bnn import BNN  # noqa: E402
+from .classifier import BernoulliClassifier, CategoricalClassifier  # noqa: E402
 from .config import ConfigError, make_config, parse_overrides  # noqa: E402
+from .flow import ConditionalFlow, Flow  # noqa: E402
 from .io import CheckpointError, load, save  # noqa: E402
 from .mdn import MDN  # noqa: E402
 from .regression import MSE, Regression  # noqa: E402
+from .vae import VAE  # noqa: E402
 
 __all__ = [
     "MODELS",
@@ -30,7 +34,13 @@ __all__ = [
     "ZooModel",
     "Regression",
     "MSE",
+    "BernoulliClassifier",
+    "CategoricalClassifier",
+    "BNN",
+    "VAE",
     "MDN",
+    "Flow",
+    "ConditionalFlow",
     "ConfigError",
     "DataError",
     "CheckpointError",
@@ -43,7 +53,13 @@ __all__ = [
 MODELS: dict[str, type[ZooModel]] = {
     "regression": Regression,
     "mse": MSE,
+    "bernoulli": BernoulliClassifier,
+    "categorical": CategoricalClassifier,
+    "bnn": BNN,
+    "vae": VAE,
     "mdn": MDN,
+    "flow": Flow,
+    "cflow": ConditionalFlow,
 }
 
 

@@ -17,6 +17,19 @@ from .nets import MLP
 __all__ = ["GaussianMixture", "MDNConfig", "MDN"]
 
 
+class _Mixture(dist.MixtureSameFamily):
+    """``MixtureSameFamily`` whose ``expand`` to its own batch shape is free.
+
+    ``pyro.plate`` expands every observed distribution to the plate's shape, even when it
+    already has it; rebuilding a mixture's three distributions costs about 40 us a step.
+    """
+
+    def expand(self, batch_shape, _instance=None):
+        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
+            return self  # distributions are immutable: the same one serves
+        return super().expand(batch_shape, _instance)
+
+
 class GaussianMixture(Likelihood):
     """A mixture of K diagonal Gaussians whose weights, locations and scales are network outputs.
 
@@ -52,17 +65,19 @@ class GaussianMixture(Likelihood):
         """Logits ``[..., K]``, locations and scales ``[..., K, target_dim]`` from outputs."""
         k, d = self.components, self.target_dim
         logits, loc, raw_scale = out.split([k, k * d, k * d], dim=-1)
-        shape = (*out.shape[:-1], k, d)
         scale = F.softplus(raw_scale) + self.min_scale
+        shape = (*out.shape[:-1], k, d)
         return logits, loc.reshape(shape), scale.reshape(shape)
 
     def forward(self, out: Tensor) -> dist.MixtureSameFamily:
-        logits, loc, scale = self.split(out)
-        if self.target_dim == 1:
-            components = dist.Normal(loc.squeeze(-1), scale.squeeze(-1))
+        k = self.components
+        if self.target_dim == 1:  # [..., K] parameters directly: no reshapes on the hot path
+            logits, loc, raw_scale = out.split([k, k, k], dim=-1)
+            components = dist.Normal(loc, F.softplus(raw_scale) + self.min_scale)
         else:
+            logits, loc, scale = self.split(out)
             components = dist.Normal(loc, scale).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+        return _Mixture(dist.Categorical(logits=logits), components)
 
     def extra_repr(self) -> str:
         return f"target_dim={self.target_dim}, components={self.components}"
@@ -84,10 +99,10 @@ class MDNConfig:
 
     input_dim: int = 1
     target_dim: int = 1
-    components: int = 5
+    components: int = 2
     hidden: int = 64
     depth: int = 2
-    activation: str = "silu"
+    activation: str = "tanh"
     min_scale: float = 1e-3
 
     def validate(self) -> None:
@@ -119,7 +134,15 @@ class MDN(ZooModel):
     description = "mixture density network: a mixture of K Gaussians from an MLP"
     default_dataset = "toy"
     tiny_config = {"hidden": 8, "components": 3}
-    default_fit = {"epochs": 500, "lr": 3e-3, "batch_size": 256, "patience": 50}
+    # measured on the toy problem (benchmarks/mdn.py): smooth units, a one-cycle schedule and
+    # early stopping generalize best from 2,000 points; more components only add variance
+    default_fit = {
+        "epochs": 200,
+        "lr": 1e-2,
+        "batch_size": 256,
+        "schedule": "onecycle",
+        "patience": 40,
+    }
 
     def __init__(self, config: MDNConfig | None = None, **overrides):
         super().__init__(config, **overrides)

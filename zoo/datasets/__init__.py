@@ -5,6 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import Dataset, Split, split_indices, standardize
+from .density2d import (
+    load_digits_dequantized,
+    load_gaussian_mixture,
+    load_moons,
+    load_rings,
+)
+from .gap import load_gap
 from .images import load_digits, load_mnist, read_idx
 from .sklearn_sets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from .toy import load_toy, toy_log_prob, toy_sample
@@ -23,12 +30,17 @@ __all__ = [
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "toy": load_toy,
+    "gap": load_gap,
     "diabetes": load_diabetes,
     "breast_cancer": load_breast_cancer,
     "digits": load_digits,
     "wine": load_wine,
     "iris": load_iris,
     "mnist": load_mnist,
+    "moons": load_moons,
+    "rings": load_rings,
+    "gaussian_mixture": load_gaussian_mixture,
+    "digits_dequantized": load_digits_dequantized,
 }
 
 

@@ -107,6 +107,12 @@ def load_mnist(
     else:
         (a, b), (c, d) = train_range, test_range
         x_tr, y_tr, x_te, y_te = x_all[a:b], y_all[a:b], x_all[c:d], y_all[c:d]
+    if len(x_tr) <= val_size or len(x_te) == 0:
+        raise ValueError(
+            f"{test_files[0]} holds {len(x_all)} images, too few for training {train_range} "
+            f"(of which {val_size} validate) and testing {test_range}: expected the official "
+            "10,000-image MNIST test set"
+        )
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x_tr), generator=g)
     va, tr = perm[:val_size], perm[val_size:]

@@ -1,0 +1,63 @@
+"""Flow targets: held-out NLL against the truth for p(x) on 2-D data and p(y | x) on the toy."""
+
+from __future__ import annotations
+
+import time
+
+import zoo
+from inference import evaluate, fit
+
+__all__ = ["run"]
+
+GMM_TARGET = 0.05  # nats: |held-out NLL - true entropy| on the Gaussian mixture
+TOY_TARGET = 0.53  # nats: held-out NLL of the conditional flow on the seed's toy problem
+
+
+def _train(name: str, data, args, epochs: int | None = None) -> tuple[zoo.ZooModel, float, int]:
+    model = zoo.build(name, **zoo.MODELS[name].data_overrides(data))
+    opts = dict(zoo.MODELS[name].default_fit)
+    if epochs is not None:
+        opts["epochs"] = epochs
+    start = time.perf_counter()
+    history = fit(model, data.train, data.val, quiet=True, seed=args.seed, device=args.device,
+                  **opts)  # fmt: skip
+    return model, time.perf_counter() - start, len(history.rows)
+
+
+def run(args) -> dict:
+    quick = args.quick
+    rows: dict[str, dict] = {}
+    # unconditional: the true density is known on every 2-D set (moons by quadrature)
+    sets = ["gaussian_mixture"] if quick else ["gaussian_mixture", "moons", "rings"]
+    for name in sets:
+        kw = {"n_train": 1000, "n_test": 2000} if quick else {"n_test": 20_000}
+        data = zoo.datasets.load_dataset(name, seed=args.seed, **kw)
+        model, seconds, epochs = _train("flow", data, args, epochs=2 if quick else None)
+        m = evaluate(model, data.test, true_log_prob=data.true_log_prob)
+        rows[f"flow / {name}"] = {"n_test": len(data.test), "nll": m["nll"],
+                                  "true_nll": m["true_nll"], "gap": m["nll_gap"],
+                                  "bits_per_dim": m["bits_per_dim"], "epochs": epochs,
+                                  "seconds": seconds}  # fmt: skip
+    # conditional: the seed's toy problem, 2,000 training points, the MDN's numbers
+    data = zoo.datasets.load_toy(seed=args.seed, n_test=5_000 if quick else 100_000)
+    model, seconds, epochs = _train("cflow", data, args, epochs=2 if quick else None)
+    m = evaluate(model, data.test, true_log_prob=data.true_log_prob)
+    rows["cflow / toy"] = {"n_test": len(data.test), "nll": m["nll"], "true_nll": m["true_nll"],
+                           "gap": m["nll_gap"], "crps": m.get("crps"),
+                           "coverage_90": m.get("coverage_90"), "epochs": epochs,
+                           "seconds": seconds}  # fmt: skip
+
+    print(f"{'model / data':<26}{'n_test':>8}{'NLL':>8}{'true':>8}{'gap':>8}{'b/dim':>7}"
+          f"{'CRPS':>7}{'cov90':>7}{'epochs':>7}{'sec':>7}")  # fmt: skip
+    for label, r in rows.items():
+        bpd = f"{r['bits_per_dim']:>7.3f}" if "bits_per_dim" in r else f"{'-':>7}"
+        crps = f"{r['crps']:>7.3f}" if r.get("crps") is not None else f"{'-':>7}"
+        cov = f"{r['coverage_90']:>7.3f}" if r.get("coverage_90") is not None else f"{'-':>7}"
+        print(f"{label:<26}{r['n_test']:>8}{r['nll']:>8.3f}{r['true_nll']:>8.3f}{r['gap']:>8.3f}"
+              f"{bpd}{crps}{cov}{r['epochs']:>7}{r['seconds']:>7.1f}")  # fmt: skip
+    gmm_ok = abs(rows["flow / gaussian_mixture"]["gap"]) <= GMM_TARGET
+    toy_ok = rows["cflow / toy"]["nll"] <= TOY_TARGET
+    print(f"target: flow on gaussian_mixture within {GMM_TARGET} nats of the true NLL: "
+          f"{'met' if gmm_ok else 'MISSED'}")  # fmt: skip
+    print(f"target: cflow on toy held-out NLL <= {TOY_TARGET}: {'met' if toy_ok else 'MISSED'}")
+    return {"rows": rows, "passed": (gmm_ok and toy_ok) if not quick else None}

@@ -1,0 +1,141 @@
+"""Generic figures for densities: heat maps of p(x) on a 2-D grid, samples over data, p(y | x)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: plots are written to files, never shown
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+__all__ = ["density_heatmaps", "samples_over_data", "conditional_density_heatmaps"]
+
+
+def _array(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    try:
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)  # always release the figure, even if saving fails
+    return path
+
+
+def _heat(ax, xs, ys, values, title: str, vmax: float | None = None) -> None:
+    extent = (xs[0], xs[-1], ys[0], ys[-1])
+    ax.imshow(values, origin="lower", extent=extent, aspect="auto", cmap="viridis", vmin=0.0,
+              vmax=vmax, interpolation="nearest")  # fmt: skip
+    ax.set_title(title, fontsize=10)
+
+
+def density_heatmaps(
+    xs,
+    ys,
+    densities: Mapping[str, object],
+    path: str | Path,
+    *,
+    points=None,
+    title: str | None = None,
+) -> Path:
+    """Panels of 2-D densities on one grid, beside a scatter of the data.
+
+    Arguments:
+        xs, ys: grid coordinates ``[W]`` and ``[H]``.
+        densities: title -> density values ``[H, W]`` (``p(x)``, not log), e.g. learned and
+            true; all panels share one colour scale.
+        path: PNG file to write.
+        points: data ``[N, 2]`` drawn in a first panel with the grid's limits.
+        title: figure title.
+    """
+    xs, ys = _array(xs), _array(ys)
+    maps = {k: _array(v) for k, v in densities.items()}
+    vmax = max(float(np.nanmax(v)) for v in maps.values()) if maps else None
+    n = len(maps) + (points is not None)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
+    axes = list(axes[0])
+    if points is not None:
+        p = _array(points).reshape(-1, 2)
+        ax = axes.pop(0)
+        ax.scatter(p[:, 0], p[:, 1], s=2, alpha=0.4, color="k")
+        ax.set_xlim(xs[0], xs[-1])
+        ax.set_ylim(ys[0], ys[-1])
+        ax.set_title(f"data ({len(p)} points)", fontsize=10)
+    for ax, (name, values) in zip(axes, maps.items(), strict=True):
+        _heat(ax, xs, ys, values, name, vmax)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def samples_over_data(data, samples, path: str | Path, *, title: str | None = None) -> Path:
+    """Model samples ``[M, 2]`` scattered over the data ``[N, 2]``, and side by side."""
+    d, s = _array(data).reshape(-1, 2), _array(samples).reshape(-1, 2)
+    both = np.concatenate([d, s])
+    lo, hi = np.quantile(both, 0.001, axis=0), np.quantile(both, 0.999, axis=0)
+    pad = 0.1 * (hi - lo)
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4), sharex=True, sharey=True)
+    axes[0].scatter(d[:, 0], d[:, 1], s=2, alpha=0.4, color="k")
+    axes[0].set_title("data", fontsize=10)
+    axes[1].scatter(s[:, 0], s[:, 1], s=2, alpha=0.4, color="C1")
+    axes[1].set_title("samples", fontsize=10)
+    axes[2].scatter(d[:, 0], d[:, 1], s=2, alpha=0.3, color="k", label="data")
+    axes[2].scatter(s[:, 0], s[:, 1], s=2, alpha=0.3, color="C1", label="samples")
+    axes[2].legend(markerscale=4, fontsize=8, loc="upper right")
+    axes[2].set_title("overlaid", fontsize=10)
+    axes[0].set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+    axes[0].set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def conditional_density_heatmaps(
+    xs,
+    ys,
+    densities: Mapping[str, object],
+    path: str | Path,
+    *,
+    points=None,
+    title: str | None = None,
+    xlabel: str = "x",
+    ylabel: str = "y",
+) -> Path:
+    """Heat maps of conditional densities p(y | x) ``[len(ys), len(xs)]``, data on top.
+
+    Each column is a density over y, so every panel is normalized per column: the colour
+    scale is shared between panels (e.g. learned and true) but not between columns' integrals.
+
+    Arguments:
+        xs, ys: grid coordinates ``[W]`` (inputs) and ``[H]`` (targets).
+        densities: title -> values ``[H, W]`` of p(y | x).
+        path: PNG file to write.
+        points: ``(x [N], y [N])`` drawn as small dots on every panel.
+        title, xlabel, ylabel: labels.
+    """
+    xs, ys = _array(xs), _array(ys)
+    maps = {k: _array(v) for k, v in densities.items()}
+    vmax = float(np.nanquantile(np.concatenate([v.ravel() for v in maps.values()]), 0.995))
+    n = len(maps)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, sharey=True)
+    for ax, (name, values) in zip(axes[0], maps.items(), strict=True):
+        _heat(ax, xs, ys, values, name, vmax)
+        if points is not None:
+            px, py = (_array(p).reshape(-1) for p in points)
+            ax.scatter(px, py, s=1, alpha=0.25, color="w")
+            ax.set_xlim(xs[0], xs[-1])
+            ax.set_ylim(ys[0], ys[-1])
+        ax.set_xlabel(xlabel)
+    axes[0][0].set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
