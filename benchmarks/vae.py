@@ -35,6 +35,7 @@ __all__ = ["run", "PyroExampleVAE", "PlainVAE", "bernoulli_elbo"]
 
 TARGET_NATS = 5.0
 TARGET_RATIO = 1.10
+THREADS = 1
 
 
 class PyroExampleVAE(nn.Module):
@@ -143,6 +144,18 @@ def train_plain_epoch(net: PlainVAE, opt, x: torch.Tensor, batch_size: int, g) -
 
 
 def run(args) -> dict:
+    # One thread per process: on a shared 2-core machine two OpenMP threads contend with
+    # other processes and epoch times swing by 5x; one thread gives both contenders the
+    # same, steady core (and keeps the ratio honest: Pyro's overhead is not hidden).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> dict:
     quick = args.quick
     torch.manual_seed(args.seed)
     pyro.set_rng_seed(args.seed)
@@ -169,7 +182,8 @@ def run(args) -> dict:
     torch.manual_seed(args.seed)
     with torch.no_grad():  # the same estimator as bernoulli_elbo: 10 draws of z per image
         zoo_elbo = float(model.log_weights(xt, 10).mean())
-    zoo_density = model_density_metrics(model, xt, iwae_samples=model.iwae_samples)
+    with torch.no_grad():
+        zoo_density = model_density_metrics(model, xt, iwae_samples=model.iwae_samples)
 
     ref = PyroExampleVAE().to(device)
     with pyro.settings.context(module_local_params=False):
@@ -227,7 +241,9 @@ def run(args) -> dict:
         f" s, plain PyTorch {statistics.median(plain_s):.3f} s, ratio {ratio:.3f} "
         f"(target <= {TARGET_RATIO})"
     )
-    print("passed" if passed else "NOT passed")
+    if quick:  # tiny sizes check the code paths; the targets are for the full run
+        passed = None
+    print({True: "passed", False: "NOT passed", None: "targets not judged (--quick)"}[passed])
     return {
         "epochs": epochs,
         "zoo_test_elbo": zoo_elbo,

@@ -75,8 +75,11 @@ class LeanTrace_ELBO(Trace_ELBO):
     - a ``.item()`` per site: the loss value is summed in float64 on the tensors, as
       Trace_ELBO sums Python floats, so the value is the same without a host sync;
     - NaN warning hooks on every site (the caller checks the loss, as ``inference.fit`` does);
-    - repeated validation: with validation on, the model/guide match and site shapes are
-      checked by Pyro's own functions whenever the sites' names, shapes or plates change.
+    - repeated validation: with validation on, the model/guide match and the site shapes are
+      checked by Pyro's own functions once for each structure (site names, value shapes and
+      plates) the program shows, e.g. once for full batches and once for the last one;
+    - the no-op "param" statements zoo models emit per weight of a plain submodule (the
+      recorder declares ``skips_param_sites``; see ``zoo.base.ZooModel.__getattr__``).
 
     Guides with non-reparameterized sites, several particles and ``GuideMessenger`` guides
     take Trace_ELBO's own path.

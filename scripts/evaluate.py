@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, default=200)
     p.add_argument("--out", help="where to write metrics and plots (default: the run folder)")
     args = p.parse_args(argv)
+    if args.num_samples < 40:
+        fail("--num-samples must be at least 40 (the 95% interval needs 2 / (1 - 0.95) draws)")
     meta = read_config(args.run_dir)
     device = resolve_device(args.device)
     model = zoo.load(args.run_dir, map_location=device)

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
-from inference import FitConfig, TrainingDiverged, evaluate, fit, write_plots  # noqa: E402
+from inference import FitConfig, TrainingDiverged, evaluate, fit, seed_everything, write_plots  # noqa: E402
 from inference.calibrate import before_after, check_temperature_model, fit_temperature  # noqa: E402
 from inference.cli import (  # noqa: E402
     USER_ERRORS,
@@ -81,6 +81,8 @@ def fit_options(args, cls) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.num_samples < 40:
+        fail("--num-samples must be at least 40 (the 95% interval needs 2 / (1 - 0.95) draws)")
     if args.list:
         print(list_models())
         return 0
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     data_kwargs = {"data_dir": args.data_dir} if args.data_dir else {}
     data = zoo.datasets.load_dataset(dataset_name, seed=args.data_seed, **data_kwargs)
     overrides = {**cls.data_overrides(data), **overrides}
+    seed_everything(args.seed)  # the initial weights follow --seed too
     model = zoo.build(args.model, **overrides)
     if args.temperature_scaling:
         check_temperature_model(model)

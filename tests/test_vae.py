@@ -37,12 +37,13 @@ def test_log_weights_shape_and_elbo_below_iwae_growing_with_k():
     with torch.no_grad():
         model.decoder[-1].weight.mul_(8)  # a sharp posterior that q(z | x) misses: a clear gap
         assert model.log_weights(x, 7).shape == (7, 64)
-        elbo = model.log_weights(x, 1000).mean()
+        lw = model.log_weights(x, 1000)
         bounds = [iwae_bound(model.log_weights, x, num_samples=k).mean() for k in (1, 10, 100)]
-    # IWAE with K = 1 is the ELBO; more samples tighten the bound (Burda et al., Theorem 1);
-    # here the gaps are ~0.7 and ~0.3 nats, the noise of the estimates ~0.05
-    assert abs(float(bounds[0] - elbo)) < 0.3
-    assert float(elbo) < float(bounds[1]) - 0.3 < float(bounds[2]) - 0.4
+    elbo, stderr = float(lw.mean()), float(lw.std(0).mean()) / math.sqrt(len(x))
+    # IWAE with K = 1 is the ELBO (up to the noise of one draw per image); more samples
+    # tighten the bound (Burda et al., Theorem 1): here by ~1.7 and ~0.4 nats
+    assert abs(float(bounds[0]) - elbo) < 4 * stderr
+    assert elbo + 0.3 < float(bounds[1]) < float(bounds[2])
     assert all(torch.isfinite(b) for b in bounds)
 
 
@@ -138,13 +139,13 @@ def test_other_likelihoods_train_and_weigh(likelihood):
 
 def test_training_on_digits_improves_the_elbo_and_draws_figures(tmp_path):
     data = zoo.datasets.load_dataset("digits")
-    model = zoo.build("vae", **VAE.data_overrides(data), hidden=64, latent_dim=2, iwae_samples=50)
+    model = zoo.build("vae", **VAE.data_overrides(data), hidden=32, latent_dim=2, iwae_samples=50)
     with torch.no_grad():
         before = model.val_score(data.val.x)
-    fit(model, data.train, data.val, epochs=15, lr=3e-3, quiet=True, device="cpu")
+    fit(model, data.train, data.val, epochs=10, batch_size=256, lr=1e-2, quiet=True, device="cpu")
     with torch.no_grad():
         after = model.val_score(data.val.x)
-    assert after < before - 10  # nats per image
+    assert after < before - 10  # nats per image: about 45 -> 27
     paths = model_figures(model, data, tmp_path)
     assert {p.name for p in paths} == {"reconstructions.png", "samples.png", "latent_map.png"}
     assert all(p.stat().st_size > 1000 for p in paths)

@@ -61,7 +61,7 @@ class BNNConfig:
     num_classes: int = 2
     hidden: int = 50
     depth: int = 2
-    activation: str = "tanh"
+    activation: str = "silu"
     likelihood: str = "normal"
     homoscedastic: bool = True
     noise: Literal["learned", "prior", "fixed"] = "learned"
@@ -181,7 +181,15 @@ class BNN(ZooModel):
     description = "Bayesian MLP: Normal priors on the weights, AutoNormal guide, any likelihood"
     default_dataset = "gap"
     tiny_config = {"hidden": 8, "depth": 1}
-    default_fit = {"epochs": 2000, "lr": 1e-2, "batch_size": 256, "patience": 300}
+    # closed-form KL (meanfield) and a cosine decay: the variational scales settle at the end
+    default_fit = {
+        "epochs": 300,
+        "batch_size": 128,
+        "lr": 1e-2,
+        "elbo": "meanfield",
+        "schedule": "cosine",
+        "patience": None,
+    }
 
     def __init__(self, config: BNNConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
@@ -219,8 +227,16 @@ class BNN(ZooModel):
             self.guide = AutoLowRankMultivariateNormal(
                 model, init_loc_fn=init_loc, init_scale=c.init_scale, rank=c.guide_rank
             )
-        self._init_values = init
         self.init_lazy()
+        init.clear()  # the guide holds its initial values now: no second copy of the weights
+
+    @classmethod
+    def data_overrides(cls, dataset: Any) -> dict[str, Any]:
+        """Sizes from the data set, and a label likelihood for a classification set."""
+        out = super().data_overrides(dataset)
+        if dataset.task == "classification":
+            out["likelihood"] = "bernoulli" if dataset.num_classes == 2 else "categorical"
+        return out
 
     @property
     def guide(self) -> PyroModule:  # type: ignore[override]
@@ -235,14 +251,13 @@ class BNN(ZooModel):
         if self.guide.prototype_trace is None:
             with torch.no_grad(), poutine.block():
                 self.guide(self.example_inputs(2))
-        self._init_values.clear()  # only needed once; do not keep a second copy of the weights
 
     def _noise_prior(self) -> dist.Distribution:
         d = dist.HalfNormal(self.noise_prior_scale)
         return d if self.config.target_dim == 1 else d.to_event(1)
 
     # --- the Pyro program ----------------------------------------------------------------
-    def _likelihood(self, x: Tensor) -> dist.Distribution:
+    def _obs_distribution(self, x: Tensor) -> dist.Distribution:
         """p(y | x, weights) for the weights drawn (or replayed) at this call; batch [..., N]."""
         out = self.net(x)
         if self.config.noise == "learned":
@@ -255,7 +270,7 @@ class BNN(ZooModel):
         return dist.Normal(out, scale).to_event(1)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        d = self._likelihood(x)
+        d = self._obs_distribution(x)
         with self.data_plate(x):
             return pyro.sample("obs", d, obs=y)
 

@@ -156,6 +156,11 @@ def _stack(c, dim: int, context: int) -> nn.ModuleList:
         )
         if c.permute and dim > 1 and i < c.num_layers - 1:
             mods.append(Permutation(_permutation(dim, i)))
+    if context and c.loc_scale:
+        # Pyro's ConditionalAffineCoupling with an empty conditioning half: y = mu(x) + sigma(x) u
+        net = ConditionalDenseNN(0, context, [c.hidden] * c.depth, [dim, dim],
+                                 nonlinearity=ACTIVATIONS[c.activation]())  # fmt: skip
+        mods.append(T.ConditionalAffineCoupling(0, net))
     return nn.ModuleList(mods)
 
 
@@ -329,6 +334,7 @@ class ConditionalFlowConfig:
             affine_autoregressive or affine_coupling (these need target_dim >= 2).
         num_layers, hidden, depth, count_bins, bound, permute, activation: as in
             :class:`FlowConfig`.
+        loc_scale: end with y = mu(x) + sigma(x) u, so the splines shape a standardized u.
     """
 
     input_dim: int = 1
@@ -341,6 +347,7 @@ class ConditionalFlowConfig:
     bound: float = 5.0
     permute: bool = True
     activation: str = "relu"
+    loc_scale: bool = True
 
     def validate(self) -> None:
         if self.input_dim < 1 or self.target_dim < 1 or self.num_layers < 1:

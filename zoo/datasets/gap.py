@@ -16,8 +16,8 @@ LOW, HIGH = 1.0, 4.0  # |x| in [LOW, HIGH]: the gap is (-LOW, LOW)
 
 
 def gap_function(x: Tensor) -> Tensor:
-    """The smooth mean function f(x) = sin(1.5 x) + 0.3 x."""
-    return torch.sin(1.5 * x) + 0.3 * x
+    """The smooth mean function f(x) = sin(x) + 0.3 x."""
+    return torch.sin(x) + 0.3 * x
 
 
 def gap_sample(
@@ -39,8 +39,8 @@ def gap_log_prob(x: Tensor, y: Tensor, noise: float = NOISE) -> Tensor:
 
 def load_gap(
     seed: int = 0,
-    n_train: int = 200,
-    n_val: int = 100,
+    n_train: int = 1000,
+    n_val: int = 200,
     n_test: int = 2000,
     noise: float = NOISE,
     gap: float = LOW,
@@ -62,7 +62,7 @@ def load_gap(
         "support": ((-extent, -gap), (gap, extent)),
         "grid": (-extent - 2.0, extent + 2.0),
         "noise": noise,
-        "function": "sin(1.5 x) + 0.3 x",
+        "function": "sin(x) + 0.3 x",
     }
 
     def true_log_prob(x: Tensor, y: Tensor) -> Tensor:
