@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import pyro
 import torch
-from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm import tqdm
 
 from .device import resolve_device
@@ -31,7 +31,6 @@ __all__ = [
 ELBOS = {
     "trace": LeanTrace_ELBO,
     "meanfield": TraceMeanField_ELBO,
-    "jit": JitTrace_ELBO,
     "pyro_trace": Trace_ELBO,
 }
 
@@ -52,7 +51,9 @@ class FitConfig:
         schedule: ``none``, ``onecycle`` or ``cosine`` learning-rate schedule over all steps.
         elbo: ``trace`` (Trace_ELBO's loss and gradients, computed by
             :class:`inference.elbo.LeanTrace_ELBO`), ``meanfield`` (TraceMeanField_ELBO,
-            analytic KL), ``jit`` (JitTrace_ELBO) or ``pyro_trace`` (pyro's Trace_ELBO itself).
+            analytic KL) or ``pyro_trace`` (pyro's Trace_ELBO itself). Pyro's JitTrace_ELBO is
+            not offered: it looks parameters up in the global param store, and zoo models keep
+            theirs in the module; the lean ``trace`` removes the overhead it was for.
         num_particles: ELBO particles per step (vectorized).
         clip_norm: clip the gradient's global norm to this (None: no clipping).
         patience: stop when the validation score has not improved for this many epochs
@@ -68,7 +69,7 @@ class FitConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: Literal["none", "onecycle", "cosine"] = "none"
-    elbo: Literal["trace", "meanfield", "jit", "pyro_trace"] = "trace"
+    elbo: Literal["trace", "meanfield", "pyro_trace"] = "trace"
     num_particles: int = 1
     clip_norm: float | None = 10.0
     patience: int | None = 20

@@ -37,7 +37,7 @@ def make_parser() -> Parser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--schedule", choices=["none", "onecycle", "cosine"])
-    p.add_argument("--elbo", choices=["trace", "meanfield", "jit"])
+    p.add_argument("--elbo", choices=["trace", "meanfield", "pyro_trace"])
     p.add_argument("--particles", type=int, help="ELBO particles per step")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
