@@ -13,15 +13,6 @@ from inference import evaluate, fit, log_likelihood
 from inference.uncertainty import predictive_uncertainty
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these models are tiny: each op is overhead-bound and a second thread only adds waiting
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def blr_problem(n=20, d=2, prior=0.3, noise=1.0, seed=0):
     """Data and the closed-form posterior of y = w.x + b + noise * eps, w, b ~ N(0, prior^2).
 
