@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 import zoo
 from inference import evaluate, fit
 
@@ -32,7 +30,10 @@ def run(args) -> dict:
         m = evaluate(model, data.test, true_log_prob=data.true_log_prob)
         rows[label] = {**{k: m[k] for k in ("nll", "nll_gap", "rmse", "coverage_90", "crps")},
                        "seconds": seconds}  # fmt: skip
-    print(f"toy problem: {len(data.train)} training points, {n_test} held out; true NLL {true_nll:.3f}")
+    print(
+        f"toy problem: {len(data.train)} training points, {n_test} held out; "
+        f"true NLL {true_nll:.3f}"
+    )
     print(f"{'model':<24}{'NLL':>8}{'gap':>8}{'RMSE':>8}{'cov90':>8}{'CRPS':>8}{'sec':>8}")
     for label, r in rows.items():
         print(

@@ -12,7 +12,15 @@ from typing import Any
 
 from zoo.io import atomic_write_text
 
-__all__ = ["Parser", "fail", "write_history", "write_json", "summary_line", "USER_ERRORS"]
+__all__ = [
+    "Parser",
+    "fail",
+    "run_cli",
+    "write_history",
+    "write_json",
+    "summary_line",
+    "USER_ERRORS",
+]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -81,3 +89,13 @@ def summary_line(m: dict[str, Any]) -> str:
     ]
     parts = [f"{label} {m[k]:.4f}" for k, label in keys if isinstance(m.get(k), float)]
     return ", ".join(parts)
+
+
+def run_cli(main) -> None:
+    """Runs ``main()`` and exits with its code; a user's mistake is one line and exit code 2."""
+    try:
+        sys.exit(main())
+    except USER_ERRORS as e:
+        fail(str(e))
+    except ValueError as e:  # bad values that reached a loader or a config check
+        fail(str(e))

@@ -39,7 +39,9 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         if index:
             if not index.isdigit() or int(index) >= torch.cuda.device_count():
                 n = torch.cuda.device_count()
-                raise DeviceError(f"device {spec!r} does not exist; this machine has cuda:0..{n - 1}")
+                raise DeviceError(
+                    f"device {spec!r} does not exist; this machine has cuda:0..{n - 1}"
+                )
         return torch.device(spec)
     raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
 

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the code paths")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+    p.add_argument(
+        "--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/mnist")
+    )
     p.add_argument("--out", default="reports/benchmark.json")
     args = p.parse_args(argv)
     names = args.only or BENCHMARKS

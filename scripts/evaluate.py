@@ -1,6 +1,6 @@
 """Reload a run folder and recompute its metrics and plots on the test split.
 
-    python scripts/evaluate.py runs/regression-toy-20261122-120000 [--num-samples 500]
+python scripts/evaluate.py runs/regression-toy-20261122-120000 [--num-samples 500]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
 from inference import evaluate, resolve_device, write_plots  # noqa: E402
-from inference.cli import USER_ERRORS, Parser, fail, summary_line, write_json  # noqa: E402
+from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from zoo.io import read_config  # noqa: E402
 
 
@@ -45,9 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except USER_ERRORS as e:
-        fail(str(e))
-    except ValueError as e:
-        fail(str(e))
+    run_cli(main)

@@ -1,7 +1,7 @@
 """Train any registered zoo model, evaluate it on the test split and write a run folder.
 
-    python scripts/train.py --model regression --set likelihood=studentt hidden=128
-    python scripts/train.py --list
+python scripts/train.py --model regression --set likelihood=studentt hidden=128
+python scripts/train.py --list
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import zoo  # noqa: E402
 from inference import FitConfig, TrainingDiverged, evaluate, fit, seed_everything, write_plots  # noqa: E402
 from inference.calibrate import before_after, check_temperature_model, fit_temperature  # noqa: E402
 from inference.cli import (  # noqa: E402
-    USER_ERRORS,
     Parser,
     fail,
+    run_cli,
     summary_line,
     write_history,
     write_json,
@@ -147,9 +147,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except USER_ERRORS as e:
-        fail(str(e))
-    except ValueError as e:  # bad values that reached a loader or a config check
-        fail(str(e))
+    run_cli(main)

@@ -24,7 +24,10 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def tiny_set(name: str) -> list[str]:
-    items = [f"{k}={v}" for k, v in zoo.MODELS[name].tiny_config.items()]
+    # sizes that come from the data (input_dim, ...) stay the dataset's own
+    data_keys = {"input_dim", "target_dim", "num_classes"}
+    tiny = zoo.MODELS[name].tiny_config
+    items = [f"{k}={v}" for k, v in tiny.items() if k not in data_keys]
     return ["--set", *items] if items else []
 
 

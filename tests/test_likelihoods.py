@@ -58,7 +58,9 @@ def test_bad_targets_name_the_row(name):
 def test_poisson_message_matches_the_issue_example():
     y = torch.zeros(20)
     y[17] = -1.5
-    with pytest.raises(TargetError, match=r"^poisson targets must be non-negative integers; row 17"):
+    with pytest.raises(
+        TargetError, match=r"^poisson targets must be non-negative integers; row 17"
+    ):
         build("poisson").prepare_targets(y)
 
 

@@ -66,7 +66,9 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the run folder is damaged") from None
+        raise CheckpointError(
+            f"{path} is not valid JSON ({e}); the run folder is damaged"
+        ) from None
     if not isinstance(meta, dict) or "model" not in meta or "config" not in meta:
         raise CheckpointError(f"{path} lacks the 'model' and 'config' entries of a zoo checkpoint")
     return meta

@@ -227,7 +227,7 @@ class Poisson(_Count):
 
 
 class NegativeBinomial(_Count):
-    """Negative binomial counts (over-dispersed Poisson), parameterized by total count and logits."""
+    """Negative binomial counts (over-dispersed Poisson): total count and logits from the net."""
 
     name = "negbinomial"
     params_per_dim = 2

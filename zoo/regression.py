@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import pyro
 from torch import Tensor
@@ -42,7 +41,7 @@ class RegressionConfig:
             names = [n for n in LIKELIHOODS if n not in ("bernoulli", "categorical")]
             raise ValueError(
                 f"likelihood {self.likelihood!r} is not a regression likelihood; "
-                f"choose one of {', '.join(names)} (use the bernoulli/categorical models for labels)"
+                f"choose one of {', '.join(names)} (bernoulli/categorical models take labels)"
             )
         if self.homoscedastic and self.likelihood != "normal":
             raise ValueError("homoscedastic=true needs likelihood=normal")
