@@ -110,32 +110,36 @@ def conditional_density_heatmaps(
     xlabel: str = "x",
     ylabel: str = "y",
 ) -> Path:
-    """Heat maps of conditional densities p(y | x) ``[len(ys), len(xs)]``, data on top.
+    """Heat maps of conditional densities p(y | x) ``[len(ys), len(xs)]`` beside the data.
 
-    Each column is a density over y, so every panel is normalized per column: the colour
-    scale is shared between panels (e.g. learned and true) but not between columns' integrals.
+    Each column of a panel is a density over y; the colour scale is shared between panels
+    (e.g. learned and true) and clipped at the 99.5% quantile so narrow modes do not hide
+    the wide ones.
 
     Arguments:
         xs, ys: grid coordinates ``[W]`` (inputs) and ``[H]`` (targets).
         densities: title -> values ``[H, W]`` of p(y | x).
         path: PNG file to write.
-        points: ``(x [N], y [N])`` drawn as small dots on every panel.
+        points: ``(x [N], y [N])`` drawn in a first panel with the grid's limits.
         title, xlabel, ylabel: labels.
     """
     xs, ys = _array(xs), _array(ys)
     maps = {k: _array(v) for k, v in densities.items()}
     vmax = float(np.nanquantile(np.concatenate([v.ravel() for v in maps.values()]), 0.995))
-    n = len(maps)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, sharey=True)
-    for ax, (name, values) in zip(axes[0], maps.items(), strict=True):
+    n = len(maps) + (points is not None)
+    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.4), squeeze=False, sharey=True)
+    axes = list(axes[0])
+    if points is not None:
+        px, py = (_array(p).reshape(-1) for p in points)
+        axes[0].scatter(px, py, s=2, alpha=0.3, color="k")
+        axes[0].set_xlim(xs[0], xs[-1])
+        axes[0].set_ylim(ys[0], ys[-1])
+        axes[0].set_title(f"data ({len(px)} points)", fontsize=10)
+    for ax, (name, values) in zip(axes[n - len(maps) :], maps.items(), strict=True):
         _heat(ax, xs, ys, values, name, vmax)
-        if points is not None:
-            px, py = (_array(p).reshape(-1) for p in points)
-            ax.scatter(px, py, s=1, alpha=0.25, color="w")
-            ax.set_xlim(xs[0], xs[-1])
-            ax.set_ylim(ys[0], ys[-1])
+    for ax in axes:
         ax.set_xlabel(xlabel)
-    axes[0][0].set_ylabel(ylabel)
+    axes[0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -242,6 +242,8 @@ def test_bad_configs_and_data_are_clear_errors():
         zoo.build("flow", input_dim=1, transform="affine_coupling")
     with pytest.raises(zoo.ConfigError, match="transform must be one of"):
         zoo.build("flow", transform="glow")
+    with pytest.raises(zoo.ConfigError, match="unknown activation 'swish'"):
+        zoo.build("cflow", activation="swish")
     with pytest.raises(zoo.ConfigError, match="needs hidden >= input_dim"):
         zoo.build("flow", input_dim=64, hidden=32, transform="affine_autoregressive")
     model = zoo.build("cflow")
@@ -258,7 +260,8 @@ def test_bad_configs_and_data_are_clear_errors():
     ("model", "dataset", "figures"),
     [
         ("flow", "moons", ["density.png", "samples.png"]),
-        ("cflow", "toy", ["conditional_density.png"]),
+        # slow: CRPS and coverage pass 1,000 draws per test point through the splines
+        pytest.param("cflow", "toy", ["conditional_density.png"], marks=pytest.mark.slow),
     ],
 )
 def test_cli_smoke_run(tmp_path, model, dataset, figures):
