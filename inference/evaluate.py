@@ -52,7 +52,10 @@ def evaluate(
         x, y = model.check_data(x, y)
         dist = model.predictive_distribution(x)
         if dist is not None and y.dim() == 1:
-            out.update(metrics.regression_metrics(y, dist=dist, levels=LEVELS))
+            # what has no closed form (quantiles of a mixture or a flow) uses num_samples draws
+            out.update(
+                metrics.regression_metrics(y, dist=dist, levels=LEVELS, num_samples=num_samples)
+            )
         else:
             s = predictive_samples(model, x, num_samples, chunk_size=chunk_size)["obs"]
             ll = log_likelihood(model, x, y, num_samples)
