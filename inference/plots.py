@@ -26,11 +26,16 @@ __all__ = [
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 
 
-def _np(x: ArrayLike) -> np.ndarray:
-    """A float numpy copy of a tensor (any device) or array, flattened to 1-D."""
+def _array(x: ArrayLike) -> np.ndarray:
+    """A float64 numpy copy of a tensor (any device) or array, shape kept."""
     if isinstance(x, torch.Tensor):
         x = x.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(x, dtype=np.float64).reshape(-1)
+    return np.asarray(x, dtype=np.float64)
+
+
+def _np(x: ArrayLike) -> np.ndarray:
+    """A float numpy copy of a tensor (any device) or array, flattened to 1-D."""
+    return _array(x).reshape(-1)
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:

@@ -11,24 +11,10 @@ matplotlib.use("Agg")  # headless: plots are written to files, never shown
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
+from .plots import _array, _save  # noqa: E402
 
 __all__ = ["density_heatmaps", "samples_over_data", "conditional_density_heatmaps"]
-
-
-def _array(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    try:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)  # always release the figure, even if saving fails
-    return path
 
 
 def _heat(ax, xs, ys, values, title: str, vmax: float | None = None) -> None:

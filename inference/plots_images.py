@@ -12,15 +12,10 @@ matplotlib.use("Agg")  # headless: plots are written to files, never shown
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
+from .plots import _array, _save  # noqa: E402
 
 __all__ = ["image_grid", "scatter_2d"]
-
-
-def _array(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def image_grid(
@@ -57,12 +52,7 @@ def image_grid(
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
-    path = Path(path)
-    try:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def scatter_2d(
@@ -93,9 +83,4 @@ def scatter_2d(
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    path = Path(path)
-    try:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path)
