@@ -128,7 +128,7 @@ def test_crps_samples_ties_signed_zeros_and_layouts(rng):
 def test_crps_samples_chunking_is_invisible(rng, monkeypatch):
     x, y = rng.normal(size=(30, 200)), rng.normal(size=200)
     full = M.crps_samples(_t(x), _t(y))
-    monkeypatch.setattr(M, "_CHUNK_ELEMS", 30 * 7)  # 7 points per chunk, ragged last chunk
+    monkeypatch.setattr(M.sorting, "_CHUNK_ELEMS", 30 * 7)  # 7 points per chunk, ragged last chunk
     np.testing.assert_allclose(M.crps_samples(_t(x), _t(y)).numpy(), full.numpy(), atol=1e-15)
     # the summary path sorts once into [N, S] rows (also chunked) and reuses them
     summary = M.regression_metrics(_t(y), samples=_t(x), levels=(0.5,))

@@ -1,0 +1,92 @@
+"""Proper scoring rules, calibration and sharpness metrics for predictive distributions.
+
+One module per seam: `validation` (input checks), `sorting` (the one chunked sort of samples),
+`crps`, `view` (a distribution or a sample set behind one interface), `calibration`
+(quantiles, intervals, PIT, proportions, interval and pinball scores), `regression` (NLL and
+the aggregate of continuous-target metrics), `classification` and `density`. Every name is
+importable from `inference.metrics` as before the split.
+"""
+
+from .calibration import (
+    calibration_proportions,
+    central_intervals,
+    interval_coverage,
+    interval_score,
+    mean_absolute_calibration_error,
+    miscalibration_area,
+    pinball_loss,
+    pit_values,
+    predictive_quantiles,
+    root_mean_squared_calibration_error,
+)
+from .classification import (
+    accuracy,
+    adaptive_ece,
+    brier_score,
+    classification_metrics,
+    classwise_ece,
+    expected_calibration_error,
+    log_loss,
+    reliability_data,
+)
+from .crps import (
+    _student_t_cdf,  # noqa: F401  (tests cross-check it)
+    crps,
+    crps_laplace,
+    crps_normal,
+    crps_normal_mixture,
+    crps_samples,
+    crps_student_t,
+)
+from .density import (
+    bits_per_dim,
+    elbo_from_log_weights,
+    iwae_bound,
+    iwae_from_log_weights,
+)
+from .regression import (
+    nll,
+    nll_from_log_likelihoods,
+    regression_metrics,
+)
+from .sorting import _sorted_rows  # noqa: F401  (tests cross-check it)
+from .validation import (
+    DEFAULT_LEVELS,
+    PredictiveLike,
+)
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "PredictiveLike",
+    "nll",
+    "nll_from_log_likelihoods",
+    "crps",
+    "crps_normal",
+    "crps_laplace",
+    "crps_student_t",
+    "crps_normal_mixture",
+    "crps_samples",
+    "predictive_quantiles",
+    "central_intervals",
+    "interval_coverage",
+    "pit_values",
+    "calibration_proportions",
+    "mean_absolute_calibration_error",
+    "root_mean_squared_calibration_error",
+    "miscalibration_area",
+    "interval_score",
+    "pinball_loss",
+    "regression_metrics",
+    "accuracy",
+    "log_loss",
+    "brier_score",
+    "reliability_data",
+    "expected_calibration_error",
+    "classwise_ece",
+    "adaptive_ece",
+    "classification_metrics",
+    "bits_per_dim",
+    "elbo_from_log_weights",
+    "iwae_from_log_weights",
+    "iwae_bound",
+]
