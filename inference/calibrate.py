@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.base import HasTemperature, ZooModel
+
 __all__ = [
     "TemperatureFit",
     "check_temperature_model",
@@ -55,10 +57,10 @@ def check_temperature_model(model) -> None:
     logit of class 1) or ``[N, C]``.
     """
     name = type(model).__name__
-    if getattr(model, "metric_kind", None) != "class":
+    if not isinstance(model, ZooModel) or model.metric_kind != "class":
         raise ValueError(f"temperature scaling applies to classifiers; {name} does not classify")
-    t = getattr(model, "temperature", None)
-    if not callable(getattr(model, "logits", None)) or not torch.is_tensor(t) or t.numel() != 1:
+    t = model.temperature if isinstance(model, HasTemperature) else None
+    if not torch.is_tensor(t) or t.numel() != 1:
         raise ValueError(
             f"temperature scaling needs model.logits(x) and a scalar model.temperature buffer; "
             f"{name} lacks them"

@@ -23,9 +23,6 @@ class _Record(Messenger):
     its plate stack, scale and mask exactly as a traced one.
     """
 
-    #: read by zoo models: no-op "param" statements of plain submodules can be left out
-    skips_param_sites = True
-
     def __init__(self, replay: dict | None = None):
         super().__init__()
         self.sites: dict = {}
@@ -78,8 +75,6 @@ class LeanTrace_ELBO(Trace_ELBO):
     - repeated validation: with validation on, the model/guide match and the site shapes are
       checked by Pyro's own functions once for each structure (site names, value shapes and
       plates) the program shows, e.g. once for full batches and once for the last one;
-    - the no-op "param" statements zoo models emit per weight of a plain submodule (the
-      recorder declares ``skips_param_sites``; see ``zoo.base.ZooModel.__getattr__``).
 
     Guides with non-reparameterized sites, several particles and ``GuideMessenger`` guides
     take Trace_ELBO's own path.

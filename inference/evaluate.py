@@ -9,6 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from zoo.base import HasClassProbs, HasIWAESamples, HasLogits, HasLogProb, HasLogWeights
+
+from .figures import model_figures
 from .predict import log_likelihood, predictive_samples
 
 __all__ = ["evaluate", "write_plots", "class_probs"]
@@ -18,7 +21,7 @@ LEVELS = (0.5, 0.8, 0.9, 0.95)
 
 def class_probs(model, x: Tensor, num_samples: int = 100) -> Tensor:
     """Predictive class probabilities ``[N, C]`` (``[N]`` of class 1 for binary models)."""
-    if hasattr(model, "class_probs"):
+    if isinstance(model, HasClassProbs):
         return model.class_probs(x, num_samples=num_samples)
     d = model.predictive_distribution(x)
     return d.probs
@@ -67,11 +70,11 @@ def evaluate(
         x, y = model.check_data(x, y)
         probs = class_probs(model, x, num_samples)
         # the exact log loss from logits where the model has them (probabilities get clamped)
-        logits = model.logits(x) if callable(getattr(model, "logits", None)) else None
+        logits = model.logits(x) if isinstance(model, HasLogits) else None
         out.update(metrics.classification_metrics(probs, y.long(), logits=logits))
     elif kind == "density":
-        # a model may set its own IWAE sample count K (an attribute), else the default
-        k = int(getattr(model, "iwae_samples", 100))
+        # a model may set its own IWAE sample count K, else the default
+        k = int(model.iwae_samples) if isinstance(model, HasIWAESamples) else 100
         out.update(model_density_metrics(model, x, true_log_prob=true_log_prob, iwae_samples=k))
     else:
         raise ValueError(f"unknown metric kind {kind!r}")
@@ -84,14 +87,14 @@ def model_density_metrics(model, x: Tensor, *, true_log_prob=None, iwae_samples:
 
     out: dict[str, float] = {}
     dims = int(x.shape[1:].numel())
-    if hasattr(model, "log_prob"):
+    if isinstance(model, HasLogProb):
         nll = float(-model.log_prob(x).mean())
         out["nll"] = nll
         out["bits_per_dim"] = metrics.bits_per_dim(nll, dims)
         if true_log_prob is not None:
             out["true_nll"] = float(-true_log_prob(x).mean())
             out["nll_gap"] = nll - out["true_nll"]
-    if hasattr(model, "log_weights"):
+    if isinstance(model, HasLogWeights):
         elbo = model.log_weights(x, 1)[0]
         out["elbo"] = float(elbo.mean())
         iwae = metrics.iwae_bound(model.log_weights, x, num_samples=iwae_samples)
@@ -155,22 +158,5 @@ def write_plots(model, dataset, run_dir: str | Path, history=None, num_samples: 
             paths.append(
                 plots.confusion_matrix(y, pred, probs.shape[1], run_dir / "confusion_matrix.png")
             )
-    if hasattr(model, "figures"):
-        paths.extend(model_figures(model, dataset, run_dir))
+    paths.extend(model_figures(model, dataset, run_dir))
     return paths
-
-
-def model_figures(model, dataset, run_dir: Path) -> list[Path]:
-    """Figures a family describes itself through ``model.figures(dataset)``: name -> spec."""
-    from . import plots, plots_density, plots_images, uncertainty
-
-    out = []
-    for name, (fn_name, kwargs) in model.figures(dataset).items():
-        fn = (
-            getattr(plots, fn_name, None)
-            or getattr(plots_images, fn_name, None)
-            or getattr(uncertainty, fn_name, None)
-            or getattr(plots_density, fn_name)
-        )
-        out.append(fn(**kwargs, path=run_dir / f"{name}.png"))
-    return out

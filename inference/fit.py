@@ -14,6 +14,8 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm import tqdm
 
+from zoo.base import ChecksTrainingData, HasEpochSchedule, data_size, plate_nesting
+
 from .device import resolve_device
 from .elbo import LeanTrace_ELBO
 
@@ -145,8 +147,9 @@ class TrainStep:
 
     Arguments:
         loss_fn: an ELBO module ``elbo(model, guide)``; its parameters are optimized.
-        num_data: the training-set size n: the step minimizes ``loss_fn(x, y) / n``, so the
-            learning rate does not depend on n.
+        num_data: the training-set size n: each batch stands for n points
+            (:func:`zoo.base.data_size`, entered around the loss only) and the step minimizes
+            ``loss_fn(x, y) / n``, so the learning rate does not depend on n.
         config: the :class:`FitConfig` (lr, weight_decay, clip_norm, schedule).
         total_steps: steps in the whole run, for the learning-rate schedule.
 
@@ -168,7 +171,8 @@ class TrainStep:
         self.scheduler = _make_scheduler(self.optimizer, config.schedule, config.lr, total_steps)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        loss = self.loss_fn(x, y) / self.num_data
+        with data_size(self.num_data):  # the minibatch scale lives in the step only
+            loss = self.loss_fn(x, y) / self.num_data
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip_norm is not None:
@@ -228,7 +232,7 @@ def fit(
 
     x, y = _unpack(train)
     x, y = model.check_data(x, y)
-    if hasattr(model, "check_training_data"):  # checks of the training split only (all classes)
+    if isinstance(model, ChecksTrainingData):  # checks of the training split only (all classes)
         model.check_training_data(x, y)
     if val is not None:
         xv, yv = model.check_data(*_unpack(val))
@@ -241,15 +245,15 @@ def fit(
         if val is not None:
             yv = xv
     n = len(x)
-    model.num_data = n
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / batch_size)
 
-    elbo = make_elbo(cfg.elbo, cfg.num_particles, getattr(model, "max_plate_nesting", 1))
+    elbo = make_elbo(cfg.elbo, cfg.num_particles, plate_nesting(model))
     loss_fn = elbo(model, model.guide)
     model.train()
     # one call creates lazily initialized parameters (AutoGuides) before the optimizer sees them
-    loss_fn(x[:batch_size], y[:batch_size] if y is not None else None)
+    with data_size(n):
+        loss_fn(x[:batch_size], y[:batch_size] if y is not None else None)
     step = TrainStep(loss_fn, n, cfg, cfg.epochs * steps_per_epoch)
     optimizer = step.optimizer
     sizes = torch.tensor(
@@ -266,7 +270,7 @@ def fit(
     bar = tqdm(range(1, cfg.epochs + 1), disable=quiet, desc=type(model).__name__, leave=False)
     start = time.perf_counter()
     for epoch in bar:
-        if hasattr(model, "set_epoch"):
+        if isinstance(model, HasEpochSchedule):
             model.set_epoch(epoch, cfg.epochs)
         epoch_start_state = _state(model) if best_state is None else None
         model.train()

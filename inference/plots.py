@@ -6,13 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: plots are written to files, never shown
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
 __all__ = [
     "calibration_curve",
@@ -38,12 +34,18 @@ def _np(x: ArrayLike) -> np.ndarray:
     return _array(x).reshape(-1)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """A ``matplotlib.figure.Figure`` and its axes, made without pyplot: no backend is chosen
+    and no global figure list grows, so a notebook's own backend and figures are untouched."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Writes ``fig`` as a PNG (rendered by Agg whatever the session's backend is)."""
     path = Path(path)
-    try:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)  # always release the figure, even if saving fails
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
 
 
@@ -59,7 +61,7 @@ def calibration_curve(expected: ArrayLike, observed: ArrayLike, path: str | Path
         The path written.
     """
     e, o = _np(expected), _np(observed)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = _subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="gray", label="ideal")
     ax.plot(e, o, color="C0", label="model")
     ax.fill_between(e, e, o, color="C0", alpha=0.2, label="miscalibration")
@@ -84,7 +86,7 @@ def reliability_diagram(data: Mapping[str, ArrayLike], path: str | Path) -> Path
     conf, acc = _np(data["confidence"]), _np(data["accuracy"])
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     full = count > 0
-    fig, (top, bottom) = plt.subplots(
+    fig, (top, bottom) = _subplots(
         2, 1, figsize=(4.5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     top.plot([0, 1], [0, 1], "--", color="gray", label="ideal")
@@ -127,7 +129,7 @@ def prediction_intervals(
     xs = _np(x)
     order = np.argsort(xs, kind="stable")
     xs = xs[order]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     ax.fill_between(
         xs, _np(lower90)[order], _np(upper90)[order], alpha=0.2, color="C0", label="90%"
     )
@@ -155,7 +157,7 @@ def pit_histogram(pit: ArrayLike, path: str | Path, n_bins: int = 20) -> Path:
     Returns:
         The path written.
     """
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _subplots(figsize=(5, 3.5))
     ax.hist(_np(pit), bins=n_bins, range=(0, 1), density=True, color="C0", edgecolor="k")
     ax.axhline(1.0, ls="--", color="gray", label="uniform")
     ax.set(xlim=(0, 1), xlabel="PIT", ylabel="density")
@@ -178,7 +180,7 @@ def training_curve(history: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
     epochs = [float(h["epoch"]) for h in history]
     loss = [float(h["loss"]) for h in history]
     val = [(float(h["epoch"]), float(h["val"])) for h in history if h.get("val") is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = _subplots(figsize=(6, 3.5))
     ax.plot(epochs, loss, marker=".", label="train loss")
     if val:
         # Validation is often on another scale (e.g. NLL vs ELBO loss): give it its own axis.
@@ -213,7 +215,7 @@ def confusion_matrix(
         raise ValueError(f"labels must be < num_classes={num_classes}")
     cm = np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, -1)
     size = 1.5 + 0.45 * num_classes
-    fig, ax = plt.subplots(figsize=(min(size, 12), min(size, 12)))
+    fig, ax = _subplots(figsize=(min(size, 12), min(size, 12)))
     im = ax.imshow(cm, cmap="Blues")
     fig.colorbar(im, ax=ax, fraction=0.046)
     if num_classes <= 20:  # beyond that the numbers no longer fit in the cells

@@ -5,14 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: plots are written to files, never shown
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .plots import _array, _save  # noqa: E402
+from .plots import _array, _save, _subplots
 
 __all__ = ["density_heatmaps", "samples_over_data", "conditional_density_heatmaps"]
 
@@ -47,7 +42,7 @@ def density_heatmaps(
     maps = {k: _array(v) for k, v in densities.items()}
     vmax = max(float(np.nanmax(v)) for v in maps.values()) if maps else None
     n = len(maps) + (points is not None)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
+    fig, axes = _subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
     axes = list(axes[0])
     if points is not None:
         p = _array(points).reshape(-1, 2)
@@ -69,7 +64,7 @@ def samples_over_data(data, samples, path: str | Path, *, title: str | None = No
     both = np.concatenate([d, s])
     lo, hi = np.quantile(both, 0.001, axis=0), np.quantile(both, 0.999, axis=0)
     pad = 0.1 * (hi - lo)
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4), sharex=True, sharey=True)
+    fig, axes = _subplots(1, 3, figsize=(10.5, 3.4), sharex=True, sharey=True)
     axes[0].scatter(d[:, 0], d[:, 1], s=2, alpha=0.4, color="k")
     axes[0].set_title("data", fontsize=10)
     axes[1].scatter(s[:, 0], s[:, 1], s=2, alpha=0.4, color="C1")
@@ -113,7 +108,7 @@ def conditional_density_heatmaps(
     maps = {k: _array(v) for k, v in densities.items()}
     vmax = float(np.nanquantile(np.concatenate([v.ravel() for v in maps.values()]), 0.995))
     n = len(maps) + (points is not None)
-    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.4), squeeze=False, sharey=True)
+    fig, axes = _subplots(1, n, figsize=(3.8 * n, 3.4), squeeze=False, sharey=True)
     axes = list(axes[0])
     if points is not None:
         px, py = (_array(p).reshape(-1) for p in points)

@@ -6,14 +6,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: plots are written to files, never shown
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .plots import _array, _save  # noqa: E402
+from .plots import _array, _save, _subplots
 
 __all__ = ["image_grid", "scatter_2d"]
 
@@ -47,7 +42,7 @@ def image_grid(
     for i, img in enumerate(a):
         r, c = divmod(i, ncols)
         grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = img
-    fig, ax = plt.subplots(figsize=(0.6 * ncols + 0.4, 0.6 * nrows + (0.6 if title else 0.2)))
+    fig, ax = _subplots(figsize=(0.6 * ncols + 0.4, 0.6 * nrows + (0.6 if title else 0.2)))
     ax.imshow(grid, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_axis_off()
     if title:
@@ -70,7 +65,7 @@ def scatter_2d(
         The path written.
     """
     p = _array(points).reshape(-1, 2)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = _subplots(figsize=(5.5, 4.5))
     if labels is None:
         ax.scatter(p[:, 0], p[:, 1], s=4, alpha=0.6)
     else:

@@ -10,6 +10,8 @@ import torch
 from pyro.infer import Predictive
 from torch import Tensor
 
+from zoo.base import plate_nesting
+
 __all__ = ["Prediction", "predict", "predictive_samples", "log_likelihood"]
 
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -114,7 +116,7 @@ def log_likelihood(model, x: Tensor, y: Tensor, num_samples: int = 100) -> Tenso
     """
     was_training = model.training
     model.eval()
-    nesting = getattr(model, "max_plate_nesting", 1)
+    nesting = plate_nesting(model)
     with pyro.plate("_particles", num_samples, dim=-(nesting + 1)):
         guide_trace = poutine.trace(model.guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)

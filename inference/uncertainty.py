@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent
 
+from zoo.base import HasPredictiveComponents
+
 __all__ = [
     "RegressionUncertainty",
     "ClassUncertainty",
@@ -127,7 +129,7 @@ def predictive_uncertainty(
         >>> u = predictive_uncertainty(model, x_grid, num_samples=500)
         >>> u.epistemic_std.shape, u.std.shape
     """
-    if not hasattr(model, "predictive_components"):
+    if not isinstance(model, HasPredictiveComponents):
         raise TypeError(
             f"{type(model).__name__} has no predictive_components(x, num_samples); "
             "uncertainty decomposition needs per-draw predictive distributions"
@@ -159,17 +161,14 @@ def uncertainty_1d(
         shade: an input interval to shade (for example a gap without data).
         truth: optional callable ``f(x) -> y`` drawn as the true mean function.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import _save, _subplots
 
     device = next(iter(list(model.parameters()) + list(model.buffers()))).device
     xs = torch.linspace(*grid, num_points, device=device)[:, None]
     u = predictive_uncertainty(model, xs, num_samples)
     x, mean = xs[:, 0].cpu(), u.mean.cpu()
     total, epi = u.std.cpu(), u.epistemic_std.cpu()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     if shade is not None:
         ax.axvspan(*shade, color="0.9", label="no data")
     ax.fill_between(x, mean - 2 * total, mean + 2 * total, alpha=0.25, label="total ±2σ")
@@ -182,8 +181,4 @@ def uncertainty_1d(
     ax.set_ylabel("y")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

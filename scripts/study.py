@@ -19,11 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-
-import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
@@ -31,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
 from inference import evaluate, fit, predict  # noqa: E402
+from inference.plots import _subplots  # noqa: E402
 from inference.plots_density import conditional_density_heatmaps  # noqa: E402
 
 CONTENDERS = {  # label -> (registered name, config overrides)
@@ -118,7 +114,7 @@ def bands_figure(models, data, path: Path, quick: bool) -> Path:
         with torch.no_grad():
             d = model.predictive_distribution(xs[:, None])
             panels[label] = (d.mean, d.stddev)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), sharey=True)
+    fig, axes = _subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), sharey=True)
     for ax, (label, (mean, sd)) in zip(axes, panels.items(), strict=True):
         ax.scatter(data.train.x[:, 0], data.train.y, s=2, alpha=0.3, color="C7")
         ax.fill_between(xs, mean - 2 * sd, mean + 2 * sd, alpha=0.3, color="C0")
@@ -140,7 +136,7 @@ def slices_figure(models, data, path: Path, quick: bool, num_samples: int) -> Pa
     ys = torch.linspace(-3.5, 4.5, 400)
     truth = data.true_log_prob(x.repeat_interleave(len(ys), 0), ys.repeat(len(x))).exp()
     truth = truth.reshape(len(x), len(ys))
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         len(models), len(SLICES), figsize=(2.6 * len(SLICES), 2.0 * len(models)), sharex=True
     )
     for row, (label, model) in zip(axes, models.items(), strict=True):
@@ -160,11 +156,8 @@ def slices_figure(models, data, path: Path, quick: bool, num_samples: int) -> Pa
 
 
 def _save(fig, path: Path) -> Path:
-    try:
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     return path
 
 

@@ -11,6 +11,7 @@ from pyro.infer import Predictive, Trace_ELBO, TraceMeanField_ELBO
 import zoo
 from inference import evaluate, fit, log_likelihood
 from inference.uncertainty import predictive_uncertainty
+from zoo.base import data_size
 
 
 def blr_problem(n=20, d=2, prior=0.3, noise=1.0, seed=0):
@@ -96,15 +97,15 @@ def test_minibatch_elbo_averages_to_the_full_batch_elbo():
     loss_fn = Trace_ELBO()(model, model.guide)
 
     def loss(xb, yb, num_data):
-        model.num_data = num_data
         pyro.set_rng_seed(7)
-        with torch.no_grad():
+        with torch.no_grad(), data_size(num_data):
             return float(loss_fn(xb, yb))
 
     full = loss(x, y, None)
     batches = [loss(x[i : i + 6], y[i : i + 6], 24) for i in range(0, 24, 6)]
     assert sum(batches) / 4 == pytest.approx(full, rel=1e-5)
-    tr = poutine.trace(model).get_trace(x[:6], y[:6])
+    with data_size(24):
+        tr = poutine.trace(model).get_trace(x[:6], y[:6])
     assert float(tr.nodes["obs"]["scale"]) == pytest.approx(4.0)
     assert tr.nodes["net.0.weight"]["scale"] == 1.0
 
@@ -184,7 +185,9 @@ def test_guide_parameters_exist_before_any_call_and_survive_a_load(tmp_path):
     loaded = zoo.load(tmp_path)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
-    assert loaded.num_data == 40
+    # the training-set size is not part of the model: a trace of 6 points is unscaled
+    assert "num_data" not in (tmp_path / "config.json").read_text()
+    assert float(poutine.trace(loaded).get_trace(x[:6], y[:6]).nodes["obs"]["scale"]) == 1.0
     pyro.set_rng_seed(1)
     a = loaded.predictive_components(x, 5).mean
     pyro.set_rng_seed(1)
@@ -209,7 +212,6 @@ def test_meanfield_elbo_uses_the_closed_form_kl():
     x, y = torch.randn(10, 1), torch.randn(10)
     # the KL of the weights is exact: two different guide draws differ only in the data term
     # and the noise site, so the loss barely moves compared with a Monte Carlo KL
-    model.num_data = None
     losses = {}
     for name, elbo in (("mf", TraceMeanField_ELBO()), ("mc", Trace_ELBO())):
         loss_fn = elbo(model, model.guide)

@@ -13,6 +13,7 @@ from pyro.nn import PyroModule
 
 import zoo
 from inference import fit
+from zoo.base import data_size
 
 NAMES = sorted(zoo.MODELS)
 
@@ -55,6 +56,8 @@ def test_one_svi_step_finite_and_every_parameter_gets_a_gradient(name):
     missing = [k for k, p in names.items() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, f"parameters without a finite gradient: {missing}"
     assert not list(pyro.get_param_store().keys())
+    # the user's own Trace_ELBO worked without any global setting (import zoo sets none)
+    assert pyro.settings.get("module_local_params") is False
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -71,8 +74,8 @@ def test_predictive_shape(name, parallel):
 def test_observed_site_is_obs_under_a_data_plate_scaled_on_minibatches(name):
     model = tiny(name)
     x, y = example(model, n=8)
-    model.num_data = 80
-    tr = poutine.trace(model).get_trace(x, y)
+    with data_size(80):  # what a training step on a set of 80 points says
+        tr = poutine.trace(model).get_trace(x, y)
     site = tr.nodes["obs"]
     assert site["is_observed"]
     assert any(f.name == "data" for f in site["cond_indep_stack"])
@@ -87,6 +90,13 @@ def test_save_load_identical_predictions(name, tmp_path, device):
     zoo.save(model, tmp_path)
     loaded = zoo.load(tmp_path)
     assert set(loaded.state_dict()) == set(model.state_dict())
+    # the minibatch scale of training is gone: a trained or loaded model traced on 5 points
+    # is the Pyro program of those 5 points (obs scale 1), and the checkpoint has no num_data
+    assert "num_data" not in (tmp_path / "config.json").read_text()
+    for m in (model, loaded):
+        guide_tr = poutine.trace(m.guide).get_trace(x[:5], y[:5])
+        tr = poutine.trace(poutine.replay(m, trace=guide_tr)).get_trace(x[:5], y[:5])
+        assert float(tr.nodes["obs"]["scale"]) == 1.0
 
     def draw(m, dev):
         pyro.set_rng_seed(3)

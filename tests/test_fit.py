@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import pytest
 import torch
 
@@ -122,3 +123,40 @@ def test_fit_on_the_requested_device(device):
     model = zoo.build("regression", hidden=8)
     fit(model, (x, y), epochs=1, quiet=True, device=str(device))
     assert all(p.device.type == device.type for p in model.parameters())
+
+
+def test_each_training_step_and_only_it_scales_the_batch_to_the_training_set():
+    # a batch stands for the whole training set inside a step (zoo.base.data_size), so the
+    # plate "data" each step opens has size 40 over its subsample; after fit it is unscaled
+    model = zoo.build("mdn", hidden=8, components=2)
+    seen: list[tuple[int, int]] = []
+
+    def spy(module, args):
+        with pyro.poutine.block():  # the plate's own subsample site stays out of the ELBO
+            plate = module.data_plate(args[0])
+        seen.append((plate.size, plate.subsample_size))
+
+    handle = model.register_forward_pre_hook(spy)
+    x, y = torch.randn(40, 1), torch.randn(40)
+    fit(model, (x, y), epochs=1, batch_size=16, quiet=True, device="cpu", patience=None)
+    assert seen == [(40, 16), (40, 16), (40, 16), (40, 8)]  # warm-up call, then 3 steps
+    seen.clear()
+    model(x[:20], y[:20])
+    assert seen == [(20, 20)]
+    handle.remove()
+
+
+def test_data_size_is_scoped_and_checked():
+    from zoo.base import data_size
+
+    model = zoo.build("mdn", hidden=8, components=2)
+    x = torch.randn(4, 1)
+    with data_size(12):
+        assert model.data_plate(x).size == 12
+        with data_size(None):  # an inner block can turn scaling off
+            assert model.data_plate(x).size == 4
+        assert model.data_plate(x).size == 12
+    assert model.data_plate(x).size == 4
+    with pytest.raises(ValueError, match="num_data must be >= 1"):
+        with data_size(0):
+            pass

@@ -17,6 +17,15 @@ import zoo
 from inference import FitConfig, TrainingDiverged, fit
 from inference.elbo import LeanTrace_ELBO
 from inference.fit import TrainStep, make_elbo
+from zoo.base import data_size
+
+
+@pytest.fixture(autouse=True)
+def _local_params():
+    # the plain PyroModules below are a user's own: like Pyro's svi_torch.py, the "user" turns
+    # module-local parameters on around building and training them (zoo models need no call)
+    with pyro.settings.context(module_local_params=True):
+        yield
 
 
 class Latent(PyroModule):
@@ -72,7 +81,6 @@ class Bayesian(PyroModule):
 
 def _mdn():
     model = zoo.build("mdn", hidden=8, components=3)
-    model.num_data = 1000  # a minibatch: the data term is scaled
     return model
 
 
@@ -85,10 +93,11 @@ def _loss_and_grads(elbo_cls, make, x, y, **elbo_kwargs):
     else:
         guide = model.guide
     loss_fn = elbo_cls(**elbo_kwargs)(model, guide)
-    pyro.set_rng_seed(1)
-    loss_fn(x, y)  # lazy parameters
-    pyro.set_rng_seed(2)
-    loss = loss_fn(x, y)
+    with data_size(1000):  # a minibatch: the data term of zoo models is scaled
+        pyro.set_rng_seed(1)
+        loss_fn(x, y)  # lazy parameters
+        pyro.set_rng_seed(2)
+        loss = loss_fn(x, y)
     loss.backward()
     grads = {k: p.grad.clone() for k, p in loss_fn.named_parameters() if p.grad is not None}
     return loss.detach(), grads
@@ -155,7 +164,6 @@ def test_fit_uses_the_lean_elbo_and_reads_losses_once_per_epoch():
     assert type(make_elbo("pyro_trace")) is Trace_ELBO
     model = _mdn()
     x, y = torch.randn(40, 1), torch.randn(40)
-    model.num_data = 40
     loss_fn = make_elbo()(model, model.guide)
     loss_fn(x, y)
     step = TrainStep(loss_fn, 40, FitConfig(lr=1e-2), total_steps=3)

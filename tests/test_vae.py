@@ -18,6 +18,7 @@ import zoo
 from inference import fit
 from inference.evaluate import model_figures
 from inference.metrics import iwae_bound
+from zoo.base import data_size
 from zoo.vae import VAE, PixelBernoulli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,11 +82,11 @@ def test_reconstructions_and_prior_samples():
 @pytest.mark.parametrize("warmup", [0.0, 0.5])
 def test_minibatch_scaling_and_kl_warmup(warmup):
     model, x = small(kl_warmup=warmup), images(8)
-    model.num_data = 80
     model.set_epoch(1, 10)  # with warm-up over 5 of 10 epochs the KL weight is 1/5
     kl = 0.2 if warmup else 1.0
-    guide_tr = poutine.trace(model.guide).get_trace(x, x)
-    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, x)
+    with data_size(80):
+        guide_tr = poutine.trace(model.guide).get_trace(x, x)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, x)
     assert float(guide_tr.nodes["z"]["scale"]) == pytest.approx(10 * kl)
     assert float(model_tr.nodes["z"]["scale"]) == pytest.approx(10 * kl)
     assert float(model_tr.nodes["obs"]["scale"]) == pytest.approx(10.0)
@@ -93,8 +94,8 @@ def test_minibatch_scaling_and_kl_warmup(warmup):
     assert model.kl_weight == 1.0
     # the scaled loss on a batch is num_data / n times the unscaled one (same draws)
     pyro.set_rng_seed(3)
-    scaled = Trace_ELBO().loss(model, model.guide, x, x)
-    model.num_data = None
+    with data_size(80):
+        scaled = Trace_ELBO().loss(model, model.guide, x, x)
     pyro.set_rng_seed(3)
     assert scaled == pytest.approx(10 * Trace_ELBO().loss(model, model.guide, x, x), rel=1e-5)
 

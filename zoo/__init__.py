@@ -8,22 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyro
-
-# Parameters live in the modules, never in Pyro's global param store: state_dict, .to(device)
-# and torch.save just work, and two models in one notebook never share parameters.
-pyro.settings.set(module_local_params=True)
-
-from . import datasets, likelihoods  # noqa: E402
-from .base import DataError, ZooModel  # noqa: E402
-from .bnn import BNN  # noqa: E402
-from .classifier import BernoulliClassifier, CategoricalClassifier  # noqa: E402
-from .config import ConfigError, make_config, parse_overrides  # noqa: E402
-from .flow import ConditionalFlow, Flow  # noqa: E402
-from .io import CheckpointError, load, save  # noqa: E402
-from .mdn import MDN  # noqa: E402
-from .regression import MSE, Regression  # noqa: E402
-from .vae import VAE  # noqa: E402
+# Parameters live in the modules, never in Pyro's global param store: every zoo model turns
+# Pyro's module_local_params on for its own construction and calls (zoo.base.local_params), so
+# importing zoo changes no global setting.
+from . import datasets, likelihoods
+from .base import DataError, ZooModel, data_size
+from .bnn import BNN
+from .classifier import BernoulliClassifier, CategoricalClassifier
+from .config import ConfigError, make_config, parse_overrides
+from .flow import ConditionalFlow, Flow
+from .io import CheckpointError, load, save
+from .mdn import MDN
+from .regression import MSE, Regression
+from .vae import VAE
 
 __all__ = [
     "MODELS",
@@ -32,6 +29,7 @@ __all__ = [
     "save",
     "family_name",
     "ZooModel",
+    "data_size",
     "Regression",
     "MSE",
     "BernoulliClassifier",

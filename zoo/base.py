@@ -2,18 +2,164 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import pyro
 import torch
 from pyro.nn import PyroModule
-from pyro.poutine.runtime import _PYRO_STACK
 from torch import Tensor
 
 from .config import make_config
 
-__all__ = ["ZooModel", "DataError", "check_inputs"]
+__all__ = [
+    "ZooModel",
+    "DataError",
+    "check_inputs",
+    "data_size",
+    "local_params",
+    "LocalParams",
+    "MetricKind",
+    "HasPredictiveDistribution",
+    "HasClassProbs",
+    "HasLogits",
+    "HasLogProb",
+    "HasLogWeights",
+    "HasIWAESamples",
+    "HasFigures",
+    "HasPredictiveComponents",
+    "ChecksTrainingData",
+    "HasEpochSchedule",
+    "HasTemperature",
+    "DeclaresPlateNesting",
+    "plate_nesting",
+]
+
+#: Which metrics apply to a model's predictions (``ZooModel.metric_kind``).
+MetricKind = Literal["continuous", "count", "class", "density"]
+
+# "this batch stands for N data points": set only inside a training step (see data_size)
+_DATA_SIZE: contextvars.ContextVar[int | None] = contextvars.ContextVar("data_size", default=None)
+
+
+@contextlib.contextmanager
+def data_size(num_data: int | None) -> Iterator[None]:
+    """Within the block, a batch stands for ``num_data`` points: the plate ``data`` of every
+    zoo model has size ``num_data`` and scales the data term by ``num_data / batch``.
+
+    ``inference.fit`` enters it around each training step with the size of the whole training
+    set (on every rank under data parallelism); outside it a model's plate has the size of the
+    batch it is given, so a trained or loaded model traced on 20 points has ``obs`` scale 1.
+    ``None`` turns scaling off inside an outer block.
+
+    Example:
+        >>> with data_size(60000):  # a batch of 128 MNIST images stands for all 60,000
+        ...     loss = Trace_ELBO().differentiable_loss(model, model.guide, xb, xb)
+    """
+    if num_data is not None and int(num_data) < 1:
+        raise ValueError(f"num_data must be >= 1; got {num_data}")
+    token = _DATA_SIZE.set(None if num_data is None else int(num_data))
+    try:
+        yield
+    finally:
+        _DATA_SIZE.reset(token)
+
+
+def local_params() -> contextlib.AbstractContextManager:
+    """Pyro's ``module_local_params`` setting, on for the block only (restored after it).
+
+    Zoo models enter it wherever Pyro reads the setting (when a module is built and when it
+    runs), so ``import zoo`` changes nothing global and a user's own ``Trace_ELBO`` or
+    ``Predictive`` on a zoo model works without any call first.
+    """
+    return pyro.settings.context(module_local_params=True)
+
+
+class LocalParams:
+    """Mixin for a PyroModule: every call runs with module-local parameters (see
+    :func:`local_params`); AutoGuides of zoo models use it, ``ZooModel`` itself does too."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with local_params():
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+
+
+# --- optional hooks a model may offer; inference checks them with isinstance ------------------
+@runtime_checkable
+class HasPredictiveDistribution(Protocol):
+    """The exact predictive p(y | x) (or None when the model has none in closed form)."""
+
+    def predictive_distribution(self, x: Tensor) -> torch.distributions.Distribution | None: ...
+
+
+@runtime_checkable
+class HasClassProbs(Protocol):
+    """Predictive class probabilities ``[N, C]`` (``[N]`` of class 1 for binary models)."""
+
+    def class_probs(self, x: Tensor, num_samples: int = 100) -> Tensor: ...
+
+
+@runtime_checkable
+class HasLogits(Protocol):
+    """Logits (temperature-scaled where the model has a temperature): ``[N]`` or ``[N, C]``."""
+
+    def logits(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class HasLogProb(Protocol):
+    """An exact log density ``log p(x)`` per row, ``[N]`` (density models)."""
+
+    def log_prob(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class HasLogWeights(Protocol):
+    """Importance log-weights ``log p(x, z_k) - log q(z_k | x)``, ``[k, N]`` (latent models)."""
+
+    def log_weights(self, x: Tensor, k: int) -> Tensor: ...
+
+
+@runtime_checkable
+class HasIWAESamples(Protocol):
+    """The number K of importance samples the model's IWAE bound uses in evaluation."""
+
+    @property
+    def iwae_samples(self) -> int: ...
+
+
+@runtime_checkable
+class HasFigures(Protocol):
+    """Figures a family describes itself: ``{file stem: (plot name, kwargs)}``; each plot name
+    is a key of ``inference.figures.PLOTS``."""
+
+    def figures(self, dataset: Any) -> dict[str, tuple[str, dict[str, Any]]]: ...
+
+
+@runtime_checkable
+class HasPredictiveComponents(Protocol):
+    """The predictive distribution of each of S posterior draws, batch ``[S, N]``."""
+
+    def predictive_components(
+        self, x: Tensor, num_samples: int = 100
+    ) -> torch.distributions.Distribution: ...
+
+
+@runtime_checkable
+class ChecksTrainingData(Protocol):
+    """Checks of the training split only (for example that every class appears)."""
+
+    def check_training_data(self, x: Tensor, y: Tensor | None) -> None: ...
+
+
+@runtime_checkable
+class HasEpochSchedule(Protocol):
+    """Told the epoch (1-based) and the number of epochs before each epoch (e.g. KL warm-up)."""
+
+    def set_epoch(self, epoch: int, epochs: int) -> None: ...
 
 
 class DataError(ValueError):
@@ -40,14 +186,48 @@ def check_inputs(x: Tensor, name: str = "x", features: int | None = None) -> Non
         raise DataError(f"{name} contains NaN or inf (first at row {row}); clean or impute it")
 
 
-class ZooModel(PyroModule):
+@runtime_checkable
+class HasTemperature(Protocol):
+    """A classifier whose ``logits(x)`` are divided by a scalar ``temperature`` buffer."""
+
+    temperature: Tensor
+
+    def logits(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class DeclaresPlateNesting(Protocol):
+    """How many plates nest around the observed site (for vectorized particles)."""
+
+    max_plate_nesting: int
+
+
+def plate_nesting(model: Any) -> int:
+    """``model.max_plate_nesting`` where the model declares it, else 1 (the plate ``data``)."""
+    return int(model.max_plate_nesting) if isinstance(model, DeclaresPlateNesting) else 1
+
+
+class ZooModel(LocalParams, PyroModule):
     """Base class of every zoo model.
 
     The contract: ``forward(x, y=None)`` is the Pyro model, observing ``y`` at the site
-    ``obs`` under the plate ``data`` (scaled to ``num_data`` on minibatches); ``guide`` is its
-    guide; every parameter lives in the module (``pyro.settings.set(module_local_params=True)``).
+    ``obs`` under the plate ``data`` over the batch; ``guide`` is its guide; every parameter
+    lives in the module (Pyro's ``module_local_params``, which the model turns on for its own
+    construction and calls only: ``import zoo`` changes no global setting).
     ``Predictive(model, guide=model.guide, num_samples=S)(x)["obs"]`` has shape
     ``[S, N, *event]``.
+
+    Minibatch scaling belongs to a training step, not to the model: inside
+    ``with zoo.base.data_size(N):`` (``inference.fit`` enters it around every step with the
+    size of the whole training set) the plate ``data`` has size N and the batch is its
+    subsample, so the data term is scaled by N / batch and priors and KL terms keep their
+    weight. Outside it the plate has the batch's own size: a trained or loaded model is the
+    plain Pyro program of the points it is given (``Trace_ELBO().loss(model, model.guide, x)``
+    is the ELBO of those points).
+
+    Optional capabilities (``class_probs``, ``logits``, ``log_prob``, ``log_weights``,
+    ``figures``, ``set_epoch``, ...) are the Protocols of this module; ``inference`` checks them
+    with ``isinstance``.
 
     Subclasses set ``Config`` (a dataclass), ``description`` and build their networks in
     ``__init__(config)``.
@@ -67,25 +247,12 @@ class ZooModel(PyroModule):
     max_plate_nesting: ClassVar[int] = 1
 
     def __init__(self, config: Any = None, **overrides: Any):
-        super().__init__()
+        # the module's Pyro context (shared by its PyroModule children) is made for local params
+        with local_params():
+            super().__init__()
         if config is None or overrides:
             config = make_config(type(self).Config, overrides, base=config)
         self.config = config
-        #: Size of the full training set, so minibatch log-likelihoods are scaled up to it.
-        self.num_data: int | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        # Inside the model, PyroModule.__getattr__ emits a no-op "param" statement per weight
-        # of a plain nn.Module child on every access (module-local params keep nothing in the
-        # param store), about 15 us per weight per step. Only handlers that read param sites
-        # need them (poutine.trace, JitTrace_ELBO); when the outermost handler declares
-        # ``skips_param_sites`` (the recorder of inference.elbo.LeanTrace_ELBO) the child is
-        # returned as it is.
-        if _PYRO_STACK and getattr(_PYRO_STACK[0], "skips_param_sites", False):
-            module = self.__dict__.get("_modules", {}).get(name)
-            if module is not None and not isinstance(module, PyroModule):
-                return module
-        return super().__getattr__(name)
 
     @classmethod
     def data_overrides(cls, dataset: Any) -> dict[str, Any]:
@@ -100,12 +267,14 @@ class ZooModel(PyroModule):
 
     # --- the Pyro program ----------------------------------------------------------------
     def data_plate(self, x: Tensor) -> pyro.plate:
-        """The plate over data points; on a minibatch it scales the data term to ``num_data``."""
+        """The plate ``data`` over the batch; inside :func:`data_size` it has that size and
+        scales the data term by ``num_data / batch``."""
         n = x.shape[0]
-        if self.num_data is None or self.num_data == n:
+        num_data = _DATA_SIZE.get()
+        if num_data is None or num_data == n:
             return pyro.plate("data", n, dim=-1)
         # the subsample only sets the batch size: the scale is num_data / n
-        return pyro.plate("data", self.num_data, subsample=torch.arange(n, device=x.device), dim=-1)
+        return pyro.plate("data", num_data, subsample=torch.arange(n, device=x.device), dim=-1)
 
     def guide(self, x: Tensor, y: Tensor | None = None) -> None:
         """The empty guide: no latent variables, so SVI is maximum likelihood."""
@@ -135,7 +304,7 @@ class ZooModel(PyroModule):
         return None
 
     @property
-    def metric_kind(self) -> str:
+    def metric_kind(self) -> MetricKind:
         """Which metrics apply: ``continuous``, ``count``, ``class`` or ``density``."""
         likelihood = getattr(self, "likelihood", None)
         return likelihood.kind if likelihood is not None else "density"

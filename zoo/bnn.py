@@ -20,11 +20,11 @@ from pyro.nn.module import to_pyro_module_
 from torch import Tensor, nn
 from torch.distributions import biject_to
 
-from .base import ZooModel
+from .base import LocalParams, ZooModel
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .nets import MLP
 
-__all__ = ["BNNConfig", "BNN", "BayesianLinear", "AutoMeanFieldNormal"]
+__all__ = ["BNNConfig", "BNN", "BayesianLinear", "AutoMeanFieldNormal", "AutoLowRankNormal"]
 
 
 @dataclass
@@ -130,12 +130,13 @@ class BayesianLinear(PyroModule[nn.Linear]):
         return out.reshape(*samples, *out.shape[-2:])
 
 
-class AutoMeanFieldNormal(AutoNormal):
+class AutoMeanFieldNormal(LocalParams, AutoNormal):
     """AutoNormal whose sites are drawn from ``Normal(loc, scale)`` itself (pushed through the
     bijection to the support), not from a ``Delta`` beside an auxiliary site.
 
     Same parameters as AutoNormal; but ``TraceMeanField_ELBO`` now sees Normal guide sites and
-    computes their KL to the Normal priors in closed form (lower-variance gradients).
+    computes their KL to the Normal priors in closed form (lower-variance gradients). Its
+    parameters are module-local on every call (:class:`zoo.base.LocalParams`).
     """
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
@@ -157,6 +158,10 @@ class AutoMeanFieldNormal(AutoNormal):
                         stack.enter_context(plates[frame.name])
                 result[name] = pyro.sample(name, q)
         return result
+
+
+class AutoLowRankNormal(LocalParams, AutoLowRankMultivariateNormal):
+    """AutoLowRankMultivariateNormal whose parameters are module-local on every call."""
 
 
 class BNN(ZooModel):
@@ -224,7 +229,7 @@ class BNN(ZooModel):
         if c.guide == "normal":
             self.guide = AutoMeanFieldNormal(model, init_loc_fn=init_loc, init_scale=c.init_scale)
         else:
-            self.guide = AutoLowRankMultivariateNormal(
+            self.guide = AutoLowRankNormal(
                 model, init_loc_fn=init_loc, init_scale=c.init_scale, rank=c.guide_rank
             )
         self.init_lazy()

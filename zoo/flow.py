@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 from torch.distributions.transforms import ReshapeTransform
 
-from .base import DataError, ZooModel, check_inputs
+from .base import DataError, MetricKind, ZooModel, check_inputs
 from .nets import ACTIVATIONS
 
 __all__ = ["Permutation", "FlowConfig", "Flow", "ConditionalFlowConfig", "ConditionalFlow"]
@@ -282,7 +282,7 @@ class Flow(ZooModel):
             return pyro.sample("obs", self.distribution(), obs=y)
 
     @property
-    def metric_kind(self) -> str:
+    def metric_kind(self) -> MetricKind:
         return "density"
 
     def val_score(self, x: Tensor, y: Tensor | None = None) -> float:
@@ -400,7 +400,7 @@ class ConditionalFlow(ZooModel):
             return pyro.sample("obs", d, obs=y)
 
     @property
-    def metric_kind(self) -> str:
+    def metric_kind(self) -> MetricKind:
         return "continuous"
 
     def check_data(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -53,8 +53,6 @@ def save(model: Any, run_dir: str | Path, extra: dict[str, Any] | None = None) -
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _atomic(run_dir / "model.pt", lambda f: torch.save(state, f))
     meta = {"model": family_name(model), "config": model.config_dict(), **(extra or {})}
-    if getattr(model, "num_data", None) is not None:
-        meta["num_data"] = model.num_data
     atomic_write_text(run_dir / "config.json", json.dumps(meta, indent=2) + "\n")
     return run_dir
 
@@ -89,7 +87,6 @@ def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> Any:
 
     meta = read_config(run_dir)
     model = build(meta["model"], **meta["config"])
-    model.num_data = meta.get("num_data")
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
         raise CheckpointError(f"{path} not found; the run did not finish saving its weights")

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import MetricKind
+
 __all__ = [
     "Likelihood",
     "Normal",
@@ -52,7 +54,7 @@ class Likelihood(nn.Module):
     """
 
     name: str = ""
-    kind: str = "continuous"
+    kind: MetricKind = "continuous"
     params_per_dim: int = 1
 
     def __init__(self, target_dim: int = 1):
@@ -207,7 +209,7 @@ class Gamma(_Positive):
 
 
 class _Count(Likelihood):
-    kind = "count"
+    kind: MetricKind = "count"
 
     def check_support(self, y: Tensor) -> None:
         if y.is_floating_point():
@@ -253,7 +255,7 @@ class Bernoulli(Likelihood):
     """Bernoulli on logits (never probabilities through a log) for binary labels 0/1."""
 
     name = "bernoulli"
-    kind = "class"
+    kind: MetricKind = "class"
     params_per_dim = 1
 
     @property
@@ -276,7 +278,7 @@ class Categorical(Likelihood):
     """Categorical on logits over ``num_classes`` classes, for integer labels."""
 
     name = "categorical"
-    kind = "class"
+    kind: MetricKind = "class"
 
     def __init__(self, target_dim: int = 1, num_classes: int = 2):
         if target_dim != 1:

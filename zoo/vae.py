@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import Tensor, nn
 
-from .base import DataError, ZooModel, check_inputs
+from .base import DataError, MetricKind, ZooModel, check_inputs
 from .nets import MLP
 
 __all__ = ["VAEConfig", "VAE", "PixelBernoulli"]
@@ -108,7 +108,7 @@ class VAE(ZooModel):
         self.kl_weight = 1.0
 
     @property
-    def metric_kind(self) -> str:
+    def metric_kind(self) -> MetricKind:
         return "density"
 
     @property
