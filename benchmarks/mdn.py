@@ -129,7 +129,7 @@ def _run(args, quick: bool) -> dict:
     data = zoo.datasets.load_toy(seed=seed, n_test=5_000 if quick else 100_000)
     x_test, y_test = data.test.x, data.test.y
     true_nll = data.true_nll()
-    # one-time costs out of both timings: torch.optim imports torch._dynamo on first use
+    # one-time costs out of both timings: torch.optim imports dynamo on first use
     torch.optim.Adam(_seed_net(seed).parameters())
 
     seed_epochs = 10 if quick else SEED_RECIPE["epochs"]

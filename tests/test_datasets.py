@@ -43,6 +43,29 @@ def test_classification_sets_have_every_class_in_every_split(name):
         assert set(split.y.tolist()) == set(range(d.num_classes))
 
 
+def test_stratified_split_partitions_keeps_proportions_and_the_old_sizes():
+    from sklearn.datasets import load_digits
+
+    from zoo.datasets.sklearn_sets import _stratified_split
+
+    y = torch.as_tensor(load_digits().target)
+    counts = torch.bincount(y)
+    tr, va, te = _stratified_split(y, (0.1, 0.2), seed=5)
+    assert sorted(torch.cat([tr, va, te]).tolist()) == list(range(len(y)))  # a partition
+    # sizes: per class round(fraction * count), summed (what the loaders always gave)
+    assert (len(va), len(te)) == (
+        sum(round(0.1 * int(c)) for c in counts),
+        sum(round(0.2 * int(c)) for c in counts),
+    )
+    for part, f in ((va, 0.1), (te, 0.2)):  # each class within one of its share
+        assert (torch.bincount(y[part], minlength=10) - f * counts).abs().max() <= 1.0
+    again = _stratified_split(y, (0.1, 0.2), seed=5)
+    assert all(torch.equal(a, b) for a, b in zip((tr, va, te), again, strict=True))
+    assert not torch.equal(_stratified_split(y, (0.1, 0.2), seed=6)[1], va)
+    tr0, va0, te0 = _stratified_split(y, (0.0, 0.2), seed=5)  # no validation split
+    assert len(va0) == 0 and len(tr0) + len(te0) == len(y)
+
+
 def test_unknown_dataset_lists_the_valid_ones():
     with pytest.raises(ValueError, match="unknown dataset 'nope'; choose one of toy"):
         load_dataset("nope")

@@ -192,3 +192,37 @@ def test_divergence_without_validation_is_found_at_the_epoch_end():
         assert all(torch.isfinite(p).all() for p in model.parameters())
     finally:
         pyro.enable_validation(True)
+
+
+def _zoo_example(model, n: int = 12):
+    x = model.example_inputs(n)
+    if model.target_is_input:
+        return x, x
+    with torch.no_grad():
+        return x, pyro.infer.Predictive(model, guide=model.guide, num_samples=1)(x)["obs"][0]
+
+
+@pytest.mark.parametrize("lift", [False, True], ids=["plain", "lifted"])
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_every_registered_model_gets_trace_elbos_loss_and_gradients(name, lift):
+    # the same Pyro program under every handler stack: poutine.lift turns each parameter into a
+    # sample site from the prior, and LeanTrace_ELBO must see exactly what Trace_ELBO sees
+    if lift:  # a scalar prior for every parameter: shapes inside plates are not validated
+        pyro.enable_validation(False)
+    out = []
+    for elbo in (Trace_ELBO(), LeanTrace_ELBO()):
+        torch.manual_seed(0)
+        model = zoo.build(name, **zoo.MODELS[name].tiny_config)
+        x, y = _zoo_example(model)
+        program = poutine.lift(model, prior=dist.Normal(0.0, 1.0)) if lift else model
+        with data_size(100):  # a minibatch: the data term is scaled
+            pyro.set_rng_seed(1)
+            loss = elbo.differentiable_loss(program, model.guide, x, y)
+        loss.backward()
+        grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+        out.append((loss.detach(), grads))
+    (loss0, grads0), (loss1, grads1) = out
+    assert torch.equal(loss0, loss1), (float(loss0), float(loss1))
+    assert grads0.keys() == grads1.keys() and grads0
+    for k in grads0:
+        assert torch.equal(grads0[k], grads1[k]), k

@@ -73,3 +73,18 @@ def test_a_users_own_setting_is_left_as_it_was():
     out = _run(code)
     assert out["before"][0] is True
     assert out["after_use"] == out["before"]
+
+
+def test_only_public_apis_of_pyro_and_torch():
+    # private names of the libraries underneath break silently on upgrades; inference/elbo.py's
+    # use of Trace_ELBO internals is the one pinned (pyro-ppl<1.10) and tested exception
+    import re
+
+    private = re.compile(r"_PYRO_STACK|torch\._foreach|torch\._[a-z]|from pyro[.\w]* import _")
+    found = []
+    for folder in ("zoo", "inference", "scripts", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for i, line in enumerate(path.read_text().splitlines(), 1):
+                if private.search(line):
+                    found.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not found, found
