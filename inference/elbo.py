@@ -79,6 +79,15 @@ class LeanTrace_ELBO(Trace_ELBO):
     Guides with non-reparameterized sites, several particles and ``GuideMessenger`` guides
     take Trace_ELBO's own path.
 
+    What it buys, measured (``benchmarks/mdn.py``'s step comparison, CPU-time medians over 320
+    interleaved steps of the seed's MDN, batch 256, one thread, on the shared 2-core machine):
+    a ``fit`` step costs 5.34 ms with it and 6.16 ms with ``Trace_ELBO``, 1.15x; a plain
+    PyTorch step 4.65 ms. It mirrors ``Trace_ELBO`` of pyro-ppl 1.9 (its
+    ``_differentiable_loss_particle`` and site bookkeeping), so pyproject pins
+    ``pyro-ppl>=1.9,<1.10`` and ``tests/test_fit_speed_path.py`` checks the loss and every
+    gradient bit for bit against ``Trace_ELBO`` for every registered model, also under
+    ``poutine.lift``: models are the same Pyro program under every handler stack.
+
     Example:
         >>> loss_fn = LeanTrace_ELBO()(model, model.guide)
         >>> loss_fn(x, y).backward()

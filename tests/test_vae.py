@@ -166,3 +166,31 @@ def test_cli_smoke_run(tmp_path):
         assert (out / f"{name}.png").is_file()
     loaded = zoo.load(out)
     assert loaded.config.hidden == 32 and loaded.prior_scale.shape == (loaded.config.latent_dim,)
+
+
+MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST IDX files not found in {MNIST}")
+def test_a_loaded_vae_traced_by_pyro_gives_the_held_out_elbo_of_metrics_json(tmp_path):
+    # train.py trains on 8,000 MNIST images in batches of 128 and writes the held-out ELBO per
+    # image; the user's own Pyro code on the loaded model must find the same number, not one
+    # scaled by the training set size over the batch
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "scripts/train.py"), "--model", "vae", "--dataset"]
+    cmd += ["mnist", "--data-dir", str(MNIST), "--epochs", "1", "--batch-size", "128"]
+    cmd += ["--quiet", "--out", str(out), "--set", "hidden=64", "latent_dim=8", "iwae_samples=5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    reported = json.loads((out / "metrics.json").read_text())["elbo"]
+
+    model = zoo.load(out)
+    x = zoo.datasets.load_dataset("mnist", data_dir=MNIST).test.x  # the same 1,000 images
+    assert len(x) == 1000
+    with torch.no_grad():
+        elbo = -Trace_ELBO().loss(model, model.guide, x, x) / len(x)
+        # both are one-draw Monte Carlo means over the images: the tolerance is their noise
+        var = model.log_weights(x, 16).var(0).mean()
+    tolerance = 5 * math.sqrt(2 * float(var) / len(x))
+    assert abs(elbo - reported) < tolerance, (elbo, reported, tolerance)
+    assert reported < -50  # a real ELBO of 784 pixels (about -200 nats after one epoch)
