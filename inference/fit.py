@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from zoo.base import ChecksTrainingData, HasEpochSchedule, data_size, plate_nesting
 
-from .device import resolve_device
+from .distributed import DistContext, context
 from .elbo import LeanTrace_ELBO
 
 __all__ = [
@@ -47,7 +47,8 @@ class FitConfig:
 
     Arguments:
         epochs: passes over the training data.
-        batch_size: minibatch size (the data term is scaled to the full data set).
+        batch_size: minibatch size (the data term is scaled to the full data set); under
+            torchrun, per rank: a step sees ``world_size * batch_size`` points.
         lr: Adam's learning rate (the peak rate with ``schedule="onecycle"``).
         weight_decay: Adam's (decoupled, AdamW) weight decay.
         schedule: ``none``, ``onecycle`` or ``cosine`` learning-rate schedule over all steps.
@@ -61,7 +62,8 @@ class FitConfig:
         patience: stop when the validation score has not improved for this many epochs
             (None: never stop early). The best weights are restored at the end either way.
         seed: seeds torch and Pyro; the same seed gives the same weights on the CPU.
-        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
+        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``. Under torchrun, each rank takes
+            ``cuda:LOCAL_RANK`` or the CPU (see :mod:`inference.distributed`).
         quiet: no progress bar (it is also off when stderr is not a terminal).
         warmup_epochs: hook for models with a KL warm-up (passed to ``model.set_epoch``).
     """
@@ -192,6 +194,7 @@ def fit(
     config: FitConfig | None = None,
     *,
     on_improve: Callable[[Any, dict], None] | None = None,
+    dist: DistContext | None = None,
     **overrides: Any,
 ) -> History:
     """Trains ``model`` by SVI on its guide and returns the :class:`History`.
@@ -203,11 +206,15 @@ def fit(
         config: a :class:`FitConfig`; keyword overrides are applied on top.
         on_improve: called as ``on_improve(model, row)`` whenever the validation score
             improves (or after each epoch without validation): the place to save a checkpoint,
-            so a run that fails later keeps its last good one.
+            so a run that fails later keeps its last good one. Called on rank 0 only.
+        dist: the :class:`inference.distributed.DistContext`; by default derived from the
+            environment: under torchrun, data-parallel SVI with DDP (one process otherwise).
 
     Raises:
         TrainingDiverged: the loss became NaN or inf. The model is left with its last good
-            weights (the best validated ones, else the start of the failing epoch).
+            weights (the best validated ones, else the start of the failing epoch); under
+            torchrun every rank raises it in the same epoch (the losses are all-reduced), or,
+            when validation finds NaN weights inside a step, at once (weights not restored).
 
     Example:
         >>> history = fit(model, data.train, data.val, epochs=200, lr=3e-3)
@@ -217,7 +224,8 @@ def fit(
     cfg = make_config(FitConfig, overrides, base=config)
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
-    device = resolve_device(cfg.device)
+    ctx = dist or context(cfg.device)
+    device = ctx.device
     seed_everything(cfg.seed)
 
     x, y = _unpack(train)
@@ -235,8 +243,11 @@ def fit(
         if val is not None:
             yv = xv
     n = len(x)
-    batch_size = min(cfg.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch_size)
+    # each rank's minibatch stands for the whole data set (TrainStep's data_size(n))
+    order = ctx.order(n, cfg.seed)
+    m = len(order)  # this rank's points per epoch (n on one process)
+    batch_size = min(cfg.batch_size, m)
+    steps_per_epoch = math.ceil(m / batch_size)
 
     elbo = make_elbo(cfg.elbo, cfg.num_particles, plate_nesting(model))
     loss_fn = elbo(model, model.guide)
@@ -244,10 +255,11 @@ def fit(
     # one call creates lazily initialized parameters (AutoGuides) before the optimizer sees them
     with data_size(n):
         loss_fn(x[:batch_size], y[:batch_size] if y is not None else None)
+    loss_fn = ctx.wrap(loss_fn, cfg.seed)  # DDP under torchrun
     step = TrainStep(loss_fn, n, cfg, cfg.epochs * steps_per_epoch)
     optimizer = step.optimizer
     sizes = torch.tensor(
-        [min(batch_size, n - i * batch_size) for i in range(steps_per_epoch)],
+        [min(batch_size, m - i * batch_size) for i in range(steps_per_epoch)],
         dtype=torch.float64,
         device=device,
     )
@@ -256,7 +268,7 @@ def fit(
     best_state = None
     bad_epochs = 0
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    quiet = cfg.quiet or not sys.stderr.isatty()
+    quiet = cfg.quiet or not sys.stderr.isatty() or not ctx.is_rank0
     bar = tqdm(range(1, cfg.epochs + 1), disable=quiet, desc=type(model).__name__, leave=False)
     start = time.perf_counter()
     for epoch in bar:
@@ -264,7 +276,7 @@ def fit(
             model.set_epoch(epoch, cfg.epochs)
         epoch_start_state = _state(model) if best_state is None else None
         model.train()
-        perm = torch.randperm(n, generator=generator).to(device)
+        perm = order.indices(epoch, generator).to(device)
         losses: list[torch.Tensor] = []
         failed = None
         for i in range(steps_per_epoch):
@@ -276,27 +288,42 @@ def fit(
                 # with validation on, NaN parameters are caught when a distribution is built
                 if "invalid values" not in str(e):
                     raise
+                if ctx.enabled:  # the other ranks may be in DDP's all-reduce: end the job
+                    raise TrainingDiverged(
+                        f"{ctx.label()}the weights became NaN or inf at epoch {epoch}, step "
+                        f"{len(losses) + 1} (a distribution's parameters had invalid values). "
+                        "Try a smaller --lr, gradient clipping or a different seed"
+                    ) from e
                 failed = (len(losses), float("nan"))
                 break
         # losses are read once per epoch; a NaN step is undone below with the whole epoch
         failed = _first_bad(losses) or failed
+        if failed is None or ctx.enabled:  # distributed, every rank ran every step
+            # one all-reduce per epoch: the loss summed over the ranks (NaN if one diverged)
+            sums = ctx.all_sum(
+                torch.stack([(torch.stack(losses).double() * sizes).sum(), sizes.sum()])
+            )
+            if failed is None and not math.isfinite(float(sums[0])):
+                failed = (-1, float(sums[0]))  # another rank's loss
         if failed is not None:
             model.load_state_dict(best_state or epoch_start_state)
             history.stopped = "diverged"
             history.seconds = time.perf_counter() - start
             bar.close()
-            where = f"epoch {epoch}, step {failed[0] + 1}"
+            where = f"epoch {epoch}, " + (
+                f"step {failed[0] + 1}" if failed[0] >= 0 else "on another rank"
+            )
             kept = f"best epoch {history.best_epoch}" if best_state else f"start of {epoch}"
             raise TrainingDiverged(
-                f"loss became {failed[1]} at {where}; kept the weights of the {kept}. "
+                f"{ctx.label()}loss became {failed[1]} at {where}; kept the weights of the {kept}. "
                 "Try a smaller --lr, gradient clipping or a different seed"
             )
-        total = float((torch.stack(losses).double() * sizes).sum())
-        row = {"epoch": epoch, "loss": total / n, "lr": optimizer.param_groups[0]["lr"]}
+        row = {"epoch": epoch, "loss": float(sums[0] / sums[1])}
+        row["lr"] = optimizer.param_groups[0]["lr"]
         if val is not None:
             model.eval()
-            with torch.no_grad():
-                row["val"] = float(model.val_score(xv, yv))
+            with torch.no_grad():  # every rank scores; the mean decides for all of them
+                row["val"] = ctx.mean(float(model.val_score(xv, yv)))
         row["seconds"] = time.perf_counter() - start
         history.rows.append(row)
         improved = val is None or (
@@ -307,7 +334,7 @@ def fit(
             history.best_epoch, history.best_val = epoch, row.get("val")
             best_state = _state(model)
             bad_epochs = 0
-            if on_improve is not None:
+            if on_improve is not None and ctx.is_rank0:
                 on_improve(model, row)
         else:
             bad_epochs += 1

@@ -2,6 +2,10 @@
 
 python scripts/train.py --model regression --set likelihood=studentt hidden=128
 python scripts/train.py --list
+torchrun --nproc_per_node=2 scripts/train.py --model vae --dataset mnist --data-dir DIR
+
+Under torchrun every rank trains (data-parallel, inference.distributed); rank 0 alone writes
+the run folder, evaluates and prints.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import inference.distributed as distributed  # noqa: E402
 import zoo  # noqa: E402
 from inference import FitConfig, TrainingDiverged, evaluate, fit, seed_everything, write_plots  # noqa: E402
 from inference.calibrate import before_after, check_temperature_model, fit_temperature  # noqa: E402
@@ -102,10 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         check_temperature_model(model)
     opts = fit_options(args, cls)
     fit_config = zoo.make_config(FitConfig, opts)
+    hint = distributed.launch_hint(args.device)
+    if hint:
+        print(hint, file=sys.stderr)
+    ctx = distributed.context(args.device)  # under torchrun: starts the process group
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.out or f"runs/{args.model}-{dataset_name}-{stamp}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_rank0:
+        run_dir.mkdir(parents=True, exist_ok=True)
     extra = {
         "dataset": dataset_name,
         "data_seed": args.data_seed,
@@ -117,15 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         zoo.save(m, run_dir, extra={**extra, "epoch": row["epoch"]})
 
     try:
-        history = fit(model, data.train, data.val, fit_config, on_improve=checkpoint)
+        history = fit(model, data.train, data.val, fit_config, on_improve=checkpoint, dist=ctx)
     except TrainingDiverged as e:
         fail(f"{e}; the last good checkpoint is in {run_dir}", code=1)
+    distributed.shutdown()
+    if not ctx.is_rank0:  # the other ranks' work ends with training
+        return 0
     before = None
     if args.temperature_scaling:  # post hoc; the temperature is a buffer, saved just below
         before = evaluate(model, data.test, num_samples=args.num_samples)
         scaled = fit_temperature(model, data.val)
     zoo.save(model, run_dir, extra={**extra, "epoch": history.best_epoch})
     write_history(run_dir / "history.csv", history.rows)
+    seed_everything(args.seed)  # the metrics' draws are reproducible from the checkpoint
     metrics = evaluate(
         model, data.test, num_samples=args.num_samples, true_log_prob=data.true_log_prob
     )

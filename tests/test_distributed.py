@@ -1,0 +1,167 @@
+"""Data-parallel SVI on 2 CPU processes (gloo), launched by torchrun as a user would.
+
+The ranks run ``tests/ddp_worker.py``; these tests compare what they saved with one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+import zoo
+from inference import evaluate, seed_everything
+from inference.distributed import DistContext, context, launch_hint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ddp_worker  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "ddp_worker.py"
+
+
+def torchrun(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "error::UserWarning",
+    }
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return subprocess.run(
+        [*cmd, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One torchrun job: a DDP step per model, then ``scripts/train.py`` (mdn, 2 epochs)."""
+    out = tmp_path_factory.mktemp("ddp")
+    args = ["--model", "mdn", "--epochs", "2", "--quiet", "--num-samples", "40", "--seed", "3"]
+    args += ["--set", "hidden=8"]
+    r = torchrun(WORKER, "step+train", out, "none", *args, cwd=out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
+
+
+def test_one_ddp_step_equals_one_step_on_the_concatenated_batch(job):
+    out, _ = job
+    ranks = [torch.load(out / f"step-{i}.pt", weights_only=False) for i in range(2)]
+    for name in ddp_worker.MODELS:  # bnn has latent weights (prior/KL terms), mdn has none
+        single = ddp_worker.one_step(name, DistContext(), world=2)
+        assert single["grads"].keys() == ranks[0][name]["grads"].keys()
+        for key, grad in single["grads"].items():
+            for rank in ranks:  # DDP's averaged gradient is the one of the 2b batch
+                torch.testing.assert_close(rank[name]["grads"][key], grad, rtol=1e-5, atol=1e-7)
+                torch.testing.assert_close(
+                    rank[name]["params"][key], single["params"][key], rtol=1e-5, atol=1e-7
+                )
+            torch.testing.assert_close(  # and the ranks agree exactly
+                ranks[0][name]["params"][key], ranks[1][name]["params"][key], rtol=0, atol=0
+            )
+        # the plate scaled to the shard's size instead of the full data: visibly different
+        wrong = ranks[0]["wrong_scale"][name]
+        assert any(
+            not torch.allclose(wrong["grads"][k], g, rtol=1e-2, atol=1e-6)
+            for k, g in single["grads"].items()
+        )
+        if name == "bnn":  # the data term's weight against the prior moves the parameters
+            assert any(
+                not torch.allclose(wrong["params"][k], p, rtol=1e-3, atol=1e-5)
+                for k, p in single["params"].items()
+            )
+    # an overflow in rank 1's shard: every rank stops with TrainingDiverged, none hangs
+    for rank in ranks:
+        assert rank["overflow_on_rank_1"].startswith("diverged: "), rank["overflow_on_rank_1"]
+    assert "rank 0 of 2" in ranks[0]["overflow_on_rank_1"]
+
+
+def test_torchrun_train_writes_one_run_folder_with_the_ranks_common_weights(job):
+    tmp_path, r = job
+    assert r.stdout.count("run folder:") == 1  # rank 0 alone prints
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1, runs
+    w0, w1 = (torch.load(tmp_path / f"weights-{i}.pt") for i in range(2))
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0)
+    model = zoo.load(runs[0])
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, w0[k], rtol=0, atol=0)
+    data = zoo.datasets.load_dataset("toy")
+    rank0 = zoo.build("mdn", **dataclasses.asdict(model.config))
+    rank0.load_state_dict(w0)
+    x = data.test.x[:64]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.predictive_distribution(x).mean, rank0.predictive_distribution(x).mean
+        )
+    # rank 0's evaluation is a single-process evaluation of the same weights
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    seed_everything(3)
+    again = evaluate(model, data.test, num_samples=40, true_log_prob=data.true_log_prob)
+    for k in ("nll", "crps", "coverage_90", "rmse"):
+        assert metrics[k] == pytest.approx(again[k], rel=1e-6), k
+    history = (runs[0] / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # header and two epochs, written once
+
+
+def test_a_rank_that_raises_ends_the_job_in_seconds_and_keeps_the_checkpoint(tmp_path):
+    # toy: 2,000 training points, 1,000 per rank, 4 steps of 256: step 6 is in epoch 2
+    args = ["--model", "mdn", "--epochs", "50", "--quiet", "--set", "hidden=8"]
+    r = torchrun(WORKER, "train", tmp_path, "raise:6", *args, "--out", "run", cwd=tmp_path)
+    ended = time.time()
+    assert r.returncode != 0
+    assert "injected failure on rank 1" in r.stderr
+    assert "ChildFailedError" in r.stderr  # torchrun's summary names the failed rank
+    raised = float((tmp_path / "fault-time").read_text())
+    # the other rank is not left waiting in an all-reduce (the group's timeout is minutes)
+    assert ended - raised < 30, f"the job took {ended - raised:.1f} s to end after the fault"
+    model = zoo.load(tmp_path / "run")  # the last good checkpoint: epoch 1's, intact
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_one_process_without_torchrun_is_not_distributed(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    ctx = context("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.enabled, ctx.is_rank0) == (0, 1, False, True)
+    assert not torch.distributed.is_initialized()
+    loss_fn = torch.nn.Linear(1, 1)
+    assert ctx.wrap(loss_fn, seed=0) is loss_fn
+    g = torch.Generator().manual_seed(4)
+    expected = torch.randperm(10, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(ctx.order(10, seed=4).indices(1, g), expected)  # fit's old shuffle
+    assert launch_hint("cpu") is None and launch_hint("cuda:0") is None
+
+
+def test_sharded_epochs_cover_the_data_with_equal_steps_per_rank():
+    shards = [DistContext(rank=r, world_size=3).order(10, seed=0) for r in range(3)]
+    assert {len(s) for s in shards} == {4}  # ceil(10 / 3): every rank runs the same steps
+    g = torch.Generator()
+    for epoch in (1, 2):
+        seen = torch.cat([s.indices(epoch, g) for s in shards])
+        assert set(seen.tolist()) == set(range(10))
+    e1, e2 = shards[0].indices(1, g), shards[0].indices(2, g)
+    assert not torch.equal(e1, e2)  # set_epoch reshuffles
+
+
+def test_explicit_gpu_index_under_torchrun_is_a_clear_error(monkeypatch):
+    from inference.device import DeviceError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(DeviceError, match="each rank takes cuda:LOCAL_RANK"):
+        context("cuda:1")
+    pyro.clear_param_store()
