@@ -3,6 +3,7 @@
     python scripts/benchmark.py                 # every benchmark (tens of minutes on 2 CPU cores)
     python scripts/benchmark.py --only crps mdn # some of them
     python scripts/benchmark.py --quick         # tiny sizes: checks that each one runs
+    python scripts/benchmark.py --device cuda --quick-gpu   # the GPU benchmark (< 8 min)
 
 Each benchmark lives in ``benchmarks/NAME.py`` with ``run(args) -> dict``; the results of a run
 are also written to ``--out`` (default ``reports/benchmark.json``).
@@ -19,12 +20,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-BENCHMARKS = ["crps", "regression", "mdn", "classifiers", "vae", "flow", "bnn"]
+BENCHMARKS = ["crps", "regression", "mdn", "classifiers", "vae", "flow", "bnn", "ddp"]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None)
+    p.add_argument("--only", nargs="+", choices=[*BENCHMARKS, "gpu"], default=None)
+    p.add_argument(
+        "--quick-gpu",
+        action="store_true",
+        help="the GPU benchmark alone (benchmarks/gpu.py); with --quick, tiny sizes",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the code paths")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, default=0)
@@ -33,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default="reports/benchmark.json")
     args = p.parse_args(argv)
-    names = args.only or BENCHMARKS
+    names = ["gpu"] if args.quick_gpu else (args.only or BENCHMARKS)
     results = {}
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
