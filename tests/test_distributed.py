@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyro
 import pytest
 import torch
 
@@ -164,4 +163,15 @@ def test_explicit_gpu_index_under_torchrun_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(DeviceError, match="each rank takes cuda:LOCAL_RANK"):
         context("cuda:1")
-    pyro.clear_param_store()
+
+
+def test_several_gpus_without_torchrun_say_how_to_launch(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    hint = launch_hint("cuda")
+    assert "torchrun --nproc_per_node=4 scripts/train.py" in hint and "\n" not in hint
+    assert launch_hint("auto") == hint
+    assert launch_hint("cuda:0") is None  # one GPU chosen on purpose
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert launch_hint("cuda") is None
