@@ -30,6 +30,7 @@ import zoo  # noqa: E402
 from inference import TrainingDiverged, fit  # noqa: E402
 from inference.distributed import DistContext, context, shutdown  # noqa: E402
 from inference.fit import FitConfig, TrainStep, make_elbo  # noqa: E402
+from zoo.base import data_size  # noqa: E402
 
 #: per-rank batch, full training-set size (the plate's size), ELBO of each model
 BATCH, NUM_DATA = 16, 1000
@@ -43,7 +44,19 @@ def step_problem(name: str, world: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.sin(2 * x[:, 0]) + 0.3 * torch.randn(world * BATCH, generator=g)
 
 
-def one_step(name: str, ctx: DistContext, world: int, num_data: int = NUM_DATA) -> dict:
+class PlateSize(torch.nn.Module):
+    """A loss module whose plate ``data`` has ``size`` points, whatever the step says."""
+
+    def __init__(self, loss_fn: torch.nn.Module, size: int):
+        super().__init__()
+        self.loss_fn, self.size = loss_fn, size
+
+    def forward(self, x, y):
+        with data_size(self.size):
+            return self.loss_fn(x, y)
+
+
+def one_step(name: str, ctx: DistContext, world: int, plate_size: int = NUM_DATA) -> dict:
     """One :class:`TrainStep` on this rank's rows of the batch, with the ELBO of ``fit``.
 
     The ELBO's noise is seeded the same in every process (``fit`` seeds it per rank): with it,
@@ -54,11 +67,13 @@ def one_step(name: str, ctx: DistContext, world: int, num_data: int = NUM_DATA) 
     pyro.set_rng_seed(0)
     model = zoo.build(name, input_dim=1, **tiny)
     x, y = step_problem(name, world)
-    model.num_data = num_data
     loss_fn = make_elbo(kind)(model, model.guide)
     model.train()
-    loss_fn(x[:BATCH], y[:BATCH])  # warm-up: the AutoGuide's lazy parameters
+    with data_size(NUM_DATA):
+        loss_fn(x[:BATCH], y[:BATCH])  # warm-up: the AutoGuide's lazy parameters
     loss_fn = ctx.wrap(loss_fn, seed=0)
+    if plate_size != NUM_DATA:
+        loss_fn = PlateSize(loss_fn, plate_size)
     pyro.set_rng_seed(7)
     step = TrainStep(loss_fn, NUM_DATA, FitConfig(lr=1e-2, clip_norm=None))
     rows = slice(ctx.rank * BATCH, (ctx.rank + 1) * BATCH) if ctx.enabled else slice(None)
