@@ -80,6 +80,7 @@ def summary_line(m: dict[str, Any]) -> str:
         ("rmse", "RMSE"),
         ("coverage_90", "90% coverage"),
         ("crps", "CRPS"),
+        ("energy_score", "energy score"),
         ("accuracy", "accuracy"),
         ("ece", "ECE"),
         ("brier", "Brier"),

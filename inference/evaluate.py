@@ -9,12 +9,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.base import HasClassProbs, HasIWAESamples, HasLogits, HasLogProb, HasLogWeights
+from zoo.base import (
+    HasClassProbs,
+    HasIWAESamples,
+    HasLogits,
+    HasLogProb,
+    HasPredictiveComponents,
+)
 
 from .figures import model_figures
 from .predict import log_likelihood, predictive_samples
 
-__all__ = ["evaluate", "write_plots", "class_probs"]
+__all__ = ["evaluate", "write_plots", "class_probs", "uncertainty_split"]
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 
@@ -40,8 +46,11 @@ def evaluate(
 
     Continuous and count targets get NLL, CRPS, coverage, sharpness and calibration (exactly
     from the predictive distribution when the model has one, else from ``num_samples``
-    posterior predictive samples); classes get accuracy, NLL, Brier and ECE; densities get
-    NLL and bits per dimension, or the ELBO and an IWAE bound for latent-variable models.
+    posterior predictive samples; count targets through the randomized PIT); targets of
+    several dimensions the joint NLL, the energy score and marginal metrics per dimension;
+    classes get accuracy, NLL, Brier and ECE; densities get NLL and bits per dimension, or the
+    ELBO and an IWAE bound for latent-variable models. A model with parameter uncertainty
+    (``predictive_components``) also reports its epistemic / aleatoric split.
     """
     from . import metrics
 
@@ -53,25 +62,42 @@ def evaluate(
     out: dict[str, Any] = {"n": len(x), "kind": kind}
     if kind in ("continuous", "count"):
         x, y = model.check_data(x, y)
+        discrete = kind == "count"
         dist = model.predictive_distribution(x)
-        if dist is not None and y.dim() == 1:
+        if y.dim() > 1:  # multi-output: the joint NLL, the energy score, marginals per dim
+            s = predictive_samples(model, x, num_samples, chunk_size=chunk_size)["obs"]
+            ll = None if dist is not None else log_likelihood(model, x, y, num_samples)
+            out.update(
+                metrics.multivariate_metrics(
+                    y, s, dist=dist, log_lik=ll, levels=LEVELS, discrete=discrete
+                )
+            )
+        elif dist is not None:
             # what has no closed form (quantiles of a mixture or a flow) uses num_samples draws
             out.update(
-                metrics.regression_metrics(y, dist=dist, levels=LEVELS, num_samples=num_samples)
+                metrics.regression_metrics(
+                    y, dist=dist, levels=LEVELS, num_samples=num_samples, discrete=discrete
+                )
             )
         else:
             s = predictive_samples(model, x, num_samples, chunk_size=chunk_size)["obs"]
             ll = log_likelihood(model, x, y, num_samples)
-            out.update(metrics.regression_metrics(y, samples=s, log_lik=ll, levels=LEVELS))
+            out.update(
+                metrics.regression_metrics(
+                    y, samples=s, log_lik=ll, levels=LEVELS, discrete=discrete
+                )
+            )
         if true_log_prob is not None:
             out["true_nll"] = float(-true_log_prob(split.x, split.y).mean())
             out["nll_gap"] = out["nll"] - out["true_nll"]
+        out.update(uncertainty_split(model, x, num_samples))
     elif kind == "class":
         x, y = model.check_data(x, y)
         probs = class_probs(model, x, num_samples)
         # the exact log loss from logits where the model has them (probabilities get clamped)
         logits = model.logits(x) if isinstance(model, HasLogits) else None
         out.update(metrics.classification_metrics(probs, y.long(), logits=logits))
+        out.update(uncertainty_split(model, x, num_samples))
     elif kind == "density":
         # a model may set its own IWAE sample count K, else the default
         k = int(model.iwae_samples) if isinstance(model, HasIWAESamples) else 100
@@ -81,9 +107,43 @@ def evaluate(
     return out
 
 
+def uncertainty_split(model, x: Tensor, num_samples: int = 200) -> dict[str, float]:
+    """The epistemic / aleatoric split of a predictive with parameter uncertainty.
+
+    Any model that declares ``predictive_components(x, S)`` (the predictive of each of S
+    posterior draws) gets it: for class labels the mean mutual information between label and
+    parameters and the mean expected entropy (nats); otherwise the mean epistemic and
+    aleatoric standard deviations (law of total variance over the draws).
+    """
+    if not isinstance(model, HasPredictiveComponents):
+        return {}
+    from .uncertainty import ClassUncertainty, predictive_uncertainty
+
+    u = predictive_uncertainty(model, x, num_samples)
+    if isinstance(u, ClassUncertainty):
+        return {
+            "mutual_information": float(u.mutual_information.mean()),
+            "expected_entropy": float(u.expected_entropy.mean()),
+        }
+    return {
+        "epistemic_std": float(u.epistemic_std.mean()),
+        "aleatoric_std": float(u.aleatoric_std.mean()),
+    }
+
+
 def model_density_metrics(model, x: Tensor, *, true_log_prob=None, iwae_samples: int = 100):
-    """NLL / bits per dim from an exact ``log_prob``, or ELBO / IWAE from ``log_weights``."""
+    """NLL / bits per dim from an exact ``log_prob``; else the ELBO and the IWAE bound.
+
+    A latent-variable model (no exact ``log_prob``) is scored through Pyro's
+    ``vectorized_importance_weights`` on ``model(x, x)`` (the model observes its input) and
+    its guide: ``elbo`` and ``iwae`` are per-example lower bounds on log p(x) under the
+    model's likelihood, and ``neg_iwae`` is -iwae. These are reported under their own names
+    and not as ``nll`` / ``bits_per_dim``: with a Bernoulli likelihood on grey-level
+    intensities (the usual MNIST VAE) p is not a normalized density of the data, so the bound
+    is not a negative log-likelihood of it.
+    """
     from . import metrics
+    from .importance import importance_log_weights
 
     out: dict[str, float] = {}
     dims = int(x.shape[1:].numel())
@@ -94,14 +154,16 @@ def model_density_metrics(model, x: Tensor, *, true_log_prob=None, iwae_samples:
         if true_log_prob is not None:
             out["true_nll"] = float(-true_log_prob(x).mean())
             out["nll_gap"] = nll - out["true_nll"]
-    if isinstance(model, HasLogWeights):
-        elbo = model.log_weights(x, 1)[0]
-        out["elbo"] = float(elbo.mean())
-        iwae = metrics.iwae_bound(model.log_weights, x, num_samples=iwae_samples)
-        out["iwae"] = float(iwae.mean())
-        out["iwae_samples"] = iwae_samples
-        out["nll"] = -out["iwae"]
-        out["bits_per_dim"] = metrics.bits_per_dim(out["nll"], dims)
+        return out
+
+    def log_weights(x: Tensor, k: int) -> Tensor:
+        return importance_log_weights(model, x, k, x)
+
+    out["elbo"] = float(log_weights(x, 1)[0].mean())
+    iwae = metrics.iwae_bound(log_weights, x, num_samples=iwae_samples)
+    out["iwae"] = float(iwae.mean())
+    out["iwae_samples"] = iwae_samples
+    out["neg_iwae"] = -out["iwae"]
     return out
 
 
@@ -128,7 +190,9 @@ def write_plots(model, dataset, run_dir: str | Path, history=None, num_samples: 
         n = min(len(x), 5000)
         x, y = x[:n], y[:n]
         s = predictive_samples(model, x, num_samples)["obs"].float()
-        pit = (s <= y).float().mean(0)
+        # counts: the randomized PIT (uniform under the true model), seeded for repeatability
+        gen = torch.Generator().manual_seed(0)
+        pit = metrics.pit_values(s, y.float(), discrete=kind == "count", generator=gen)
         expected = torch.linspace(0.01, 0.99, 99, device=device)
         observed = (pit[None, :] <= expected[:, None]).float().mean(1)
         paths.append(plots.calibration_curve(expected, observed, run_dir / "calibration.png"))

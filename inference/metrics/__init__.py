@@ -1,10 +1,12 @@
 """Proper scoring rules, calibration and sharpness metrics for predictive distributions.
 
 One module per seam: `validation` (input checks), `sorting` (the one chunked sort of samples),
-`crps`, `view` (a distribution or a sample set behind one interface), `calibration`
-(quantiles, intervals, PIT, proportions, interval and pinball scores), `regression` (NLL and
-the aggregate of continuous-target metrics), `classification` and `density`. Every name is
-importable from `inference.metrics` as before the split.
+`special` (incomplete beta, Student-t CDF), `crps`, `discrete` (integer predictives: CDF
+tables, the randomized PIT), `view` (a distribution or a sample set behind one interface),
+`calibration` (quantiles, intervals, PIT, proportions, interval and pinball scores),
+`regression` (NLL and the aggregate of scalar-target metrics), `multivariate` (energy score,
+marginals per dimension), `classification` and `density`. Every name is importable from
+`inference.metrics` as before the split.
 """
 
 from .calibration import (
@@ -32,9 +34,14 @@ from .classification import (
 from .crps import (
     _student_t_cdf,  # noqa: F401  (tests cross-check it)
     crps,
+    crps_beta,
+    crps_gamma,
+    crps_integer,
     crps_laplace,
+    crps_lognormal,
     crps_normal,
     crps_normal_mixture,
+    crps_poisson,
     crps_samples,
     crps_student_t,
 )
@@ -44,6 +51,8 @@ from .density import (
     iwae_bound,
     iwae_from_log_weights,
 )
+from .discrete import is_discrete, randomized_pit
+from .multivariate import energy_score, multivariate_metrics
 from .regression import (
     nll,
     nll_from_log_likelihoods,
@@ -77,6 +86,15 @@ __all__ = [
     "interval_score",
     "pinball_loss",
     "regression_metrics",
+    "energy_score",
+    "multivariate_metrics",
+    "is_discrete",
+    "randomized_pit",
+    "crps_lognormal",
+    "crps_gamma",
+    "crps_beta",
+    "crps_poisson",
+    "crps_integer",
     "accuracy",
     "log_loss",
     "brier_score",

@@ -8,9 +8,22 @@ import math
 import torch
 from pyro.distributions import Delta
 from torch import Tensor
-from torch.distributions import Distribution, Laplace, MixtureSameFamily, Normal, StudentT
+from torch.distributions import (
+    Beta,
+    Distribution,
+    Gamma,
+    Laplace,
+    LogNormal,
+    MixtureSameFamily,
+    NegativeBinomial,
+    Normal,
+    Poisson,
+    StudentT,
+)
 
+from .discrete import _cdf_table
 from .sorting import _for_sorted_chunks, _gini_weights
+from .special import _betainc, _student_t_cdf
 from .validation import PredictiveLike, _dist, _no_nan, _samples, _target
 
 __all__ = [
@@ -20,6 +33,11 @@ __all__ = [
     "crps_student_t",
     "crps_normal_mixture",
     "crps_samples",
+    "crps_lognormal",
+    "crps_gamma",
+    "crps_beta",
+    "crps_poisson",
+    "crps_integer",
 ]
 
 
@@ -34,42 +52,6 @@ def crps_laplace(loc: Tensor, scale: Tensor, y: Tensor) -> Tensor:
     """Closed-form CRPS of Laplace(loc, scale) at y, elementwise."""
     z = ((y - loc) / scale).abs()
     return scale * (z + torch.exp(-z) - 0.75)
-
-
-def _betainc(a: Tensor, b: Tensor, x: Tensor, xc: Tensor, max_iter: int = 2000) -> Tensor:
-    """Regularized incomplete beta I_x(a, b), xc = 1 - x (Lentz continued fraction, NR 6.4)."""
-    # The fraction converges fast only for x < (a + 1) / (a + b + 2); use I_x(a,b) = 1 - I_xc(b,a).
-    flip = x > (a + 1) / (a + b + 2)
-    a, b, x, xc = (torch.where(flip, u, v) for u, v in ((b, a), (a, b), (xc, x), (x, xc)))
-    eps, tiny = torch.finfo(x.dtype).eps, torch.finfo(x.dtype).tiny / torch.finfo(x.dtype).eps
-    log_front = torch.lgamma(a + b) - torch.lgamma(a) - torch.lgamma(b) + a * x.log() + b * xc.log()
-    c = torch.ones_like(x)
-    d = 1 - (a + b) * x / (a + 1)
-    d = 1 / torch.where(d.abs() < tiny, tiny, d)
-    h = d.clone()
-    for m in range(1, max_iter + 1):
-        for aa in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1 + aa * d
-            d = 1 / torch.where(d.abs() < tiny, tiny, d)
-            c = 1 + aa / c
-            c = torch.where(c.abs() < tiny, tiny, c)
-            delta = c * d
-            h = h * delta
-        if m % 8 == 0 and bool(((delta - 1).abs() < 4 * eps).all()):  # one sync per 8 steps
-            break
-    out = torch.exp(log_front) * h / a
-    return torch.where(flip, 1 - out, out)
-
-
-def _student_t_cdf(z: Tensor, df: Tensor) -> Tensor:
-    """CDF of the standard Student-t with `df` degrees of freedom (torch has none)."""
-    df = torch.as_tensor(df, dtype=z.dtype, device=z.device).expand_as(z)
-    z2 = z * z
-    tail = 0.5 * _betainc(df / 2, torch.full_like(z, 0.5), df / (df + z2), z2 / (df + z2))
-    return torch.where(z > 0, 1 - tail, tail)
 
 
 def crps_student_t(df: Tensor, loc: Tensor, scale: Tensor, y: Tensor) -> Tensor:
@@ -121,7 +103,8 @@ def crps_normal_mixture(weights: Tensor, locs: Tensor, scales: Tensor, y: Tensor
 def _has_closed_crps(dist: Distribution) -> bool:
     if isinstance(dist, MixtureSameFamily):
         return isinstance(dist.component_distribution, Normal)
-    return isinstance(dist, (Normal, Laplace, StudentT, Delta))
+    closed = (Normal, Laplace, StudentT, Delta, LogNormal, Gamma, Beta, Poisson, NegativeBinomial)
+    return isinstance(dist, closed)
 
 
 def crps_samples(samples: Tensor, y: Tensor) -> Tensor:
@@ -164,9 +147,10 @@ def crps_samples(samples: Tensor, y: Tensor) -> Tensor:
 def crps(pred: PredictiveLike, y: Tensor, num_samples: int = 1000) -> Tensor:
     """Per-point CRPS of a predictive distribution or of predictive samples.
 
-    Closed forms for Normal, Laplace, Student-t (df > 1), mixtures of Normals and point masses
-    (`pyro.distributions.Delta`: |v - y|); any other distribution is scored through
-    `num_samples` draws with the sample estimator.
+    Closed forms for Normal, Laplace, Student-t (df > 1), mixtures of Normals, point masses
+    (`pyro.distributions.Delta`: |v - y|), LogNormal, Gamma, Beta and Poisson; an exact sum
+    over the integers for the negative binomial (`crps_integer`); any other distribution is
+    scored through `num_samples` draws with the sample estimator.
 
     Args:
         pred: distribution with batch_shape [N], or samples [S, N].
@@ -188,6 +172,16 @@ def crps(pred: PredictiveLike, y: Tensor, num_samples: int = 1000) -> Tensor:
         out = crps_laplace(d.loc, d.scale, y)
     elif isinstance(d, StudentT):
         out = crps_student_t(d.df, d.loc, d.scale, y)
+    elif isinstance(d, LogNormal):
+        out = crps_lognormal(d.loc, d.scale, y)
+    elif isinstance(d, Gamma):
+        out = crps_gamma(d.concentration, d.rate, y)
+    elif isinstance(d, Beta):
+        out = crps_beta(d.concentration1, d.concentration0, y)
+    elif isinstance(d, Poisson):
+        out = crps_poisson(d.rate, y)
+    elif isinstance(d, NegativeBinomial) and (table_crps := crps_integer(d, y)) is not None:
+        out = table_crps
     elif isinstance(d, MixtureSameFamily) and isinstance(d.component_distribution, Normal):
         comp = d.component_distribution
         w = d.mixture_distribution.probs
@@ -197,3 +191,66 @@ def crps(pred: PredictiveLike, y: Tensor, num_samples: int = 1000) -> Tensor:
             draws = d.sample((num_samples,))
         return crps_samples(_no_nan(draws, "dist samples"), y)
     return _no_nan(out, "crps of dist")
+
+
+def crps_lognormal(loc: Tensor, scale: Tensor, y: Tensor) -> Tensor:
+    """Closed-form CRPS of LogNormal(loc, scale) (log y ~ Normal) at y > 0, elementwise."""
+    std = Normal(torch.zeros_like(y), torch.ones_like(y), validate_args=False)
+    z = (y.log() - loc) / scale
+    half = std.cdf(scale / math.sqrt(2))
+    return y * (2 * std.cdf(z) - 1) - 2 * torch.exp(loc + scale**2 / 2) * (
+        std.cdf(z - scale) + half - 1
+    )
+
+
+def crps_gamma(concentration: Tensor, rate: Tensor, y: Tensor) -> Tensor:
+    """Closed-form CRPS of Gamma(concentration, rate) at y >= 0, elementwise."""
+    a, b = concentration, rate
+    by = (b * y).clamp_min(0)
+    inv_beta = torch.exp(torch.lgamma(a + 0.5) - torch.lgamma(a) - 0.5 * math.log(math.pi))
+    return (
+        y * (2 * torch.special.gammainc(a, by) - 1)
+        - a / b * (2 * torch.special.gammainc(a + 1, by) - 1)
+        - inv_beta / b
+    )
+
+
+def crps_beta(a: Tensor, b: Tensor, y: Tensor) -> Tensor:
+    """Closed-form CRPS of Beta(a, b) at y in [0, 1], elementwise."""
+    a, b, y = torch.broadcast_tensors(a, b, y)
+    yc = 1 - y
+    lg = torch.lgamma
+    # 2 B(2a, 2b) / (a B(a, b)^2), with B via lgamma
+    log_b2 = lg(2 * a) + lg(2 * b) - lg(2 * a + 2 * b)
+    log_b = lg(a) + lg(b) - lg(a + b)
+    ratio = 2 * torch.exp(log_b2 - 2 * log_b) / a
+    f_ab = _betainc(a, b, y, yc).clamp(0, 1)
+    f_a1b = _betainc(a + 1, b, y, yc).clamp(0, 1)
+    return y * (2 * f_ab - 1) + a / (a + b) * (1 - 2 * f_a1b - ratio)
+
+
+def crps_poisson(rate: Tensor, y: Tensor) -> Tensor:
+    """Closed-form CRPS of Poisson(rate) at counts y (Wei & Held 2014), elementwise."""
+    rate, y = torch.broadcast_tensors(rate, y)
+    k = torch.floor(y)
+    cdf = torch.special.gammaincc(k.clamp_min(0) + 1, rate)
+    pmf = torch.exp(k * rate.log() - rate - torch.lgamma(k + 1))
+    # exp(-2 rate) (I0(2 rate) + I1(2 rate)) with exponentially scaled Bessel functions
+    bessel = torch.special.i0e(2 * rate) + torch.special.i1e(2 * rate)
+    return (y - rate) * (2 * cdf - 1) + 2 * rate * pmf - rate * bessel
+
+
+def crps_integer(dist: Distribution, y: Tensor) -> Tensor | None:
+    """CRPS of a predictive on the non-negative integers, from its pmf, at counts y [N].
+
+    The CDF is a step function with unit steps, so CRPS = sum_{k >= 0} (F(k) - 1{y <= k})^2
+    exactly; the sum runs over the CDF table of `discrete._cdf_table` (until k > max(y) and
+    every tail mass is below 1e-12). Used for the negative binomial, whose closed form needs
+    a hypergeometric function torch lacks. None when the table would be too large.
+    """
+    y = torch.as_tensor(y)
+    table = _cdf_table(dist, y)
+    if table is None:
+        return None
+    k = torch.arange(table.shape[0], dtype=table.dtype, device=table.device)[:, None]
+    return (table - (y.to(table.dtype) <= k).to(table.dtype)).pow(2).sum(0).to(y.dtype)

@@ -18,6 +18,7 @@ from .calibration import (
     pinball_loss,
     root_mean_squared_calibration_error,
 )
+from .discrete import _interval_hits
 from .validation import DEFAULT_LEVELS, _check_levels, _dist, _no_nan, _shape, _target
 from .view import _PredictiveView
 
@@ -69,6 +70,7 @@ def regression_metrics(
     log_lik: Tensor | None = None,
     num_samples: int = 1000,
     num_bins: int = 100,
+    discrete: bool | None = None,
 ) -> dict[str, float | str]:
     """All continuous-target metrics at once, as Python floats.
 
@@ -81,6 +83,8 @@ def regression_metrics(
             there is no dist.
         num_samples: draws for distribution methods without a closed form (e.g. icdf).
         num_bins: number of expected proportions on the calibration curve.
+        discrete: whether the predictive is integer-valued (counts); None reads it off the
+            distribution's support (samples are then taken as continuous).
 
     Returns:
         Keys: nll and nll_kind ("exact" from dist, "posterior_mean_likelihood" from log_lik;
@@ -89,12 +93,19 @@ def regression_metrics(
         coverage_90), sharpness_std (mean predictive sd), ece_quantile (mean absolute
         calibration error), rms_calibration_error, miscalibration_area (interval-based, as
         uncertainty-toolbox), pinball (mean over levels 0.05, 0.10, ..., 0.95).
+
+        For a discrete predictive, quantiles and interval bounds are integers; coverage_{L}
+        and the calibration errors use the randomized PIT, so the true model scores nominal
+        coverage and zero calibration error in expectation (see `interval_coverage` and
+        `calibration_proportions`); int_coverage_{L} is the fraction of y inside the integer
+        interval [q((1 - L) / 2), q((1 + L) / 2)] and int_mass_{L} the mean predictive mass of
+        that interval, which int_coverage_{L} matches for a calibrated model (it is >= L).
     """
     y = _target(y)
     if (dist is None) == (samples is None):
         raise ValueError("dist and samples are both given or both None; expected exactly one")
     lv = _check_levels(levels)
-    view = _PredictiveView(dist if dist is not None else samples, y, num_samples)
+    view = _PredictiveView(dist if dist is not None else samples, y, num_samples, discrete)
     y = view.y  # promoted to the samples' dtype
     out: dict[str, Tensor | str] = {}
     if dist is not None:
@@ -112,9 +123,19 @@ def regression_metrics(
     out["rmse_median"] = (median - y).pow(2).mean().sqrt()
     out["mae_median"] = (median - y).abs().mean()
     lo, hi = _intervals(view, lv)
+    inside = ((y >= lo) & (y <= hi)).to(y.dtype).mean(1)
+    if view.discrete:
+        f_lo, f_hi = view.pit_bounds()
+        randomized = _interval_hits(f_lo, f_hi, lv).mean(1)
+        mass = view.cdf_at(hi) - view.cdf_at(lo - 1)
     for k, level in enumerate(lv.tolist()):
         key = _level_key(level)
-        out[f"coverage_{key}"] = ((y >= lo[k]) & (y <= hi[k])).to(y.dtype).mean()
+        if view.discrete:
+            out[f"coverage_{key}"] = randomized[k]
+            out[f"int_coverage_{key}"] = inside[k]
+            out[f"int_mass_{key}"] = mass[k].mean()
+        else:
+            out[f"coverage_{key}"] = inside[k]
         out[f"width_{key}"] = (hi[k] - lo[k]).mean()
         out[f"interval_score_{key}"] = interval_score(lo[k], hi[k], y, level).mean()
     out["sharpness_std"] = view.stddev().mean()
