@@ -212,3 +212,31 @@ def test_energy_score_matches_numpy_and_scoringrules(rng, monkeypatch):
 def test_multivariate_metrics_shape_errors_are_one_line():
     with pytest.raises(ValueError, match="expected samples"):
         M.multivariate_metrics(torch.zeros(5, 2), torch.zeros(10, 5, 3))
+
+
+def test_run_folder_pit_plots_of_a_count_model_use_the_randomized_pit(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import zoo
+    from inference import plots
+    from inference.evaluate import write_plots
+
+    model = zoo.build("regression", likelihood="poisson", hidden=4)
+    last = model.net[-1]
+    with torch.no_grad():  # the true model: rate softplus(b) + 1e-6 = 3 whatever x is
+        last.weight.zero_()
+        last.bias.fill_(math.log(math.expm1(3.0 - 1e-6)))
+    n = 2000
+    x = torch.randn(n, 1)
+    y = torch.poisson(torch.full((n,), 3.0))
+    seen = {}
+    monkeypatch.setattr(plots, "pit_histogram", lambda pit, path: seen.setdefault("pit", pit))
+    monkeypatch.setattr(
+        plots, "calibration_curve", lambda e, o, path: seen.setdefault("curve", (e, o))
+    )
+    data = SimpleNamespace(test=SimpleNamespace(x=x, y=y))
+    write_plots(model, data, tmp_path, num_samples=1000)
+    pit = seen["pit"]
+    assert abs(pit.mean().item() - 0.5) <= 4 * math.sqrt(1 / 12 / n) + 1 / math.sqrt(1000)
+    expected, observed = seen["curve"]
+    assert (observed - expected).abs().max() <= 4 * 0.5 / math.sqrt(n) + 1 / math.sqrt(1000)
