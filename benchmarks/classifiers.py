@@ -51,7 +51,7 @@ def _one(args, model_name, dataset, config, fit_opts) -> dict:
     cls = zoo.MODELS[model_name]
     pyro.set_rng_seed(args.seed)  # the initial weights too
     model = zoo.build(model_name, **{**cls.data_overrides(data), **config})
-    opts = {**cls.default_fit, **fit_opts}
+    opts = dict(fit_opts)  # on top of the model's default_fit, which fit merges
     if args.quick:
         opts.update(epochs=2, patience=None)
         if dataset == "mnist":  # a tenth of the images, to check the code path

@@ -20,9 +20,7 @@ DENSITY_SETS = ("gaussian_mixture", "moons", "rings")  # 2-D sets with a known d
 
 def _train(name: str, data, args, epochs: int | None = None) -> tuple[zoo.ZooModel, float, int]:
     model = zoo.build(name, **zoo.MODELS[name].data_overrides(data))
-    opts = dict(zoo.MODELS[name].default_fit)
-    if epochs is not None:
-        opts["epochs"] = epochs
+    opts = {"epochs": epochs} if epochs is not None else {}  # fit adds the default_fit
     start = time.perf_counter()
     history = fit(model, data.train, data.val, quiet=True, seed=args.seed, device=args.device,
                   **opts)  # fmt: skip

@@ -175,7 +175,7 @@ def _run(args) -> dict:
     if quick:
         overrides.update(iwae_samples=10)
     model = zoo.build("vae", **overrides)
-    fit_opts = {**cls.default_fit, "epochs": epochs, "seed": args.seed, "quiet": True}
+    fit_opts = {"epochs": epochs, "seed": args.seed, "quiet": True}  # + the vae's default_fit
     history = fit(model, train, val, device=str(device), **fit_opts)
     model.to(device).eval()
     xt = test.x.to(device)

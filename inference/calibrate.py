@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.base import HasTemperature, ZooModel
+from zoo.base import DataError, HasTemperature, ZooModel
+from zoo.config import ConfigError
 
 __all__ = [
     "TemperatureFit",
@@ -50,7 +51,7 @@ class TemperatureFit:
 
 
 def check_temperature_model(model) -> None:
-    """Raises ValueError unless ``model`` classifies and has ``logits(x)`` and a ``temperature``.
+    """Raises ConfigError unless ``model`` classifies and has ``logits(x)`` and a ``temperature``.
 
     The contract: ``model.logits(x)`` returns logits already divided by ``model.temperature``
     (a scalar buffer, so it is saved in the checkpoint): ``[N]`` for binary models (the
@@ -58,10 +59,10 @@ def check_temperature_model(model) -> None:
     """
     name = type(model).__name__
     if not isinstance(model, ZooModel) or model.metric_kind != "class":
-        raise ValueError(f"temperature scaling applies to classifiers; {name} does not classify")
+        raise ConfigError(f"temperature scaling applies to classifiers; {name} does not classify")
     t = model.temperature if isinstance(model, HasTemperature) else None
     if not torch.is_tensor(t) or t.numel() != 1:
-        raise ValueError(
+        raise ConfigError(
             f"temperature scaling needs model.logits(x) and a scalar model.temperature buffer; "
             f"{name} lacks them"
         )
@@ -118,7 +119,7 @@ def fit_temperature(
     check_temperature_model(model)
     x, y = (split.x, split.y) if hasattr(split, "x") else split
     if y is None or len(y) == 0:
-        raise ValueError("temperature scaling needs a labelled, non-empty validation split")
+        raise DataError("temperature scaling needs a labelled, non-empty validation split")
     device = model.temperature.device
     x, y = model.check_data(x.to(device), torch.as_tensor(y).to(device))
     z = raw_logits(model, x).double()

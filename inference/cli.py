@@ -29,9 +29,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from .device import DeviceError
 
-    return (ConfigError, DataError, TargetError, DeviceError, CheckpointError, FileNotFoundError)
+    # OSError: a missing file, an unwritable --out, a full disk (the message names the path)
+    return (ConfigError, DataError, TargetError, DeviceError, CheckpointError, OSError)
 
 
+#: The project's own errors about the user's input, files and disk: one line, exit code 2.
+#: Anything else is a bug and shows its traceback.
 USER_ERRORS = _user_errors()
 
 
@@ -93,10 +96,24 @@ def summary_line(m: dict[str, Any]) -> str:
 
 
 def run_cli(main) -> None:
-    """Runs ``main()`` and exits with its code; a user's mistake is one line and exit code 2."""
+    """Runs ``main()`` and exits with its code.
+
+    A user's mistake (:data:`USER_ERRORS`) is one line and exit code 2, a diverged training
+    one line and exit code 1, a second Ctrl-C exit code 130; real bugs keep their traceback.
+    """
+    from .fit import TrainingDiverged
+
     try:
         sys.exit(main())
     except USER_ERRORS as e:
-        fail(str(e))
-    except ValueError as e:  # bad values that reached a loader or a config check
-        fail(str(e))
+        fail(_one_line(e))
+    except TrainingDiverged as e:
+        fail(str(e), code=1)
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:  # "No space left on device: runs/x/model.pt"
+        return f"{e.strerror}: {e.filename}" if e.filename is not None else e.strerror
+    return str(e)

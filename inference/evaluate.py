@@ -51,14 +51,22 @@ def evaluate(
     classes get accuracy, NLL, Brier and ECE; densities get NLL and bits per dimension, or the
     ELBO and an IWAE bound for latent-variable models. A model with parameter uncertainty
     (``predictive_components``) also reports its epistemic / aleatoric split.
+    ``split`` is what :func:`inference.fit` takes: a split with ``.x`` and ``.y``, or an
+    ``(x, y)`` pair (``y`` may be None only for density models).
     """
-    from . import metrics
+    from zoo.base import DataError
 
+    from . import metrics
+    from .fit import _unpack
+
+    x_in, y_in = _unpack(split)
+    kind = model.metric_kind
+    if y_in is None and kind != "density":
+        raise DataError(f"evaluate needs targets y for a model of {kind} targets; got y=None")
     model.eval()
     device = next(iter(list(model.parameters()) + list(model.buffers()))).device
-    x = split.x.to(device)
-    y = split.y.to(device) if split.y is not None else None
-    kind = model.metric_kind
+    x = x_in.to(device) if torch.is_tensor(x_in) else x_in
+    y = y_in.to(device) if torch.is_tensor(y_in) else y_in
     out: dict[str, Any] = {"n": len(x), "kind": kind}
     if kind in ("continuous", "count"):
         x, y = model.check_data(x, y)
@@ -88,7 +96,7 @@ def evaluate(
                 )
             )
         if true_log_prob is not None:
-            out["true_nll"] = float(-true_log_prob(split.x, split.y).mean())
+            out["true_nll"] = float(-true_log_prob(x_in, y_in).mean())
             out["nll_gap"] = out["nll"] - out["true_nll"]
         out.update(uncertainty_split(model, x, num_samples))
     elif kind == "class":
@@ -101,6 +109,7 @@ def evaluate(
     elif kind == "density":
         # a model may set its own IWAE sample count K, else the default
         k = int(model.iwae_samples) if isinstance(model, HasIWAESamples) else 100
+        x, _ = model.check_data(x, None)
         out.update(model_density_metrics(model, x, true_log_prob=true_log_prob, iwae_samples=k))
     else:
         raise ValueError(f"unknown metric kind {kind!r}")

@@ -27,6 +27,16 @@ class Prediction:
     quantiles: dict[float, Tensor] = field(default_factory=dict)
 
 
+def _check(model, x: Tensor, num_samples: int) -> Tensor:
+    from zoo.config import ConfigError
+
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"num_samples must be an integer >= 1; got {num_samples!r}")
+    if hasattr(model, "check_data"):  # NaN, shape, width, dtype, empty: as fit refuses them
+        x, _ = model.check_data(x, None)
+    return x
+
+
 def _device_of(model) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device
@@ -47,8 +57,10 @@ def predictive_samples(
     """``Predictive(model, guide=model.guide, num_samples)(x)``, in chunks of rows of ``x``.
 
     Chunking over data points bounds memory (``S x chunk`` values at a time); each site's
-    samples are concatenated along the data dimension (dim 1).
+    samples are concatenated along the data dimension (dim 1). ``x`` is checked as
+    :func:`inference.fit` checks it (a zoo model's ``check_data``).
     """
+    x = _check(model, x, num_samples)
     was_training = model.training
     model.eval()
     x = x.to(_device_of(model))

@@ -1,6 +1,7 @@
 """Train any registered zoo model, evaluate it on the test split and write a run folder.
 
 python scripts/train.py --model regression --set likelihood=studentt hidden=128
+python scripts/train.py --resume runs/regression-toy-20261122-120000   # after Ctrl-C or a kill
 python scripts/train.py --list
 torchrun --nproc_per_node=2 scripts/train.py --model vae --dataset mnist --data-dir DIR
 
@@ -21,14 +22,11 @@ import inference.distributed as distributed  # noqa: E402
 import zoo  # noqa: E402
 from inference import FitConfig, TrainingDiverged, evaluate, fit, seed_everything, write_plots  # noqa: E402
 from inference.calibrate import before_after, check_temperature_model, fit_temperature  # noqa: E402
-from inference.cli import (  # noqa: E402
-    Parser,
-    fail,
-    run_cli,
-    summary_line,
-    write_history,
-    write_json,
-)
+from inference.checkpoint import load_training_state, save_training_state  # noqa: E402
+from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
+from inference.fit import fit_config  # noqa: E402
+from inference.runs import HistoryWriter, create_run_dir, discard_unless_checkpointed  # noqa: E402
+from inference.signals import StopSignals  # noqa: E402
 
 
 def make_parser() -> Parser:
@@ -37,7 +35,7 @@ def make_parser() -> Parser:
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
     p.add_argument("--dataset", help="dataset name (default: the model's own)")
     p.add_argument("--data-dir", help="folder of files for datasets read from disk (MNIST)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the data split")
+    p.add_argument("--data-seed", type=int, help="seed of the data split (default 0)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -46,9 +44,18 @@ def make_parser() -> Parser:
     p.add_argument("--particles", type=int, help="ELBO particles per step")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="seed of the weights and the training (default 0)")
     p.add_argument("--num-samples", type=int, default=200, help="predictive samples for metrics")
-    p.add_argument("--out", help="run folder (default runs/MODEL-DATASET-TIME)")
+    p.add_argument("--out", help="run folder (default runs/MODEL-DATASET-TIME, made unique)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between resumable checkpoints (0: every epoch; default 10)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--temperature-scaling",
@@ -70,76 +77,192 @@ def list_models() -> str:
     return "\n".join(f"{n:<{width}}  {c.description}" for n, c in zoo.MODELS.items())
 
 
-def fit_options(args, cls) -> dict:
-    opts = dict(getattr(cls, "default_fit", {}))
-    for key in ("epochs", "batch_size", "lr", "schedule", "elbo", "patience"):
-        value = getattr(args, key)
-        if value is not None:
-            opts[key] = value
-    if args.particles is not None:
-        opts["num_particles"] = args.particles
+FIT_ARGS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "schedule": "schedule",
+    "elbo": "elbo",
+    "patience": "patience",
+    "particles": "num_particles",
+    "seed": "seed",
+}
+
+
+def fit_options(args) -> dict:
+    """The FitConfig fields given on the command line (the model's default_fit fills the rest)."""
+    opts = {key: getattr(args, a) for a, key in FIT_ARGS.items() if getattr(args, a) is not None}
     if opts.get("patience") == 0:
         opts["patience"] = None
-    opts.update(seed=args.seed, device=args.device, quiet=args.quiet)
+    opts.setdefault("seed", 0)  # --seed's default: runs are reproducible unless asked otherwise
     return opts
 
 
+def resumed_plan(args) -> tuple[dict, dict]:
+    """The run description of ``--resume DIR``; any option given that differs is refused."""
+    state = load_training_state(args.resume)
+    run, meta = state.get("run") or {}, state["model_meta"]
+    if state.get("stopped") is not None:
+        fail(f"the run in {args.resume} already finished ({state['stopped']}); nothing to resume")
+    if not run:
+        fail(f"{args.resume} was not written by train.py (its state has no run description)")
+    diff = []
+    if args.model is not None and args.model != meta["model"]:
+        diff.append(f"--model {args.model} (the run's is {meta['model']})")
+    for arg, key in (("dataset", "dataset"), ("data_seed", "data_seed")):
+        if getattr(args, arg) is not None and getattr(args, arg) != run.get(key):
+            diff.append(f"--{arg.replace('_', '-')} {getattr(args, arg)} (the run's is {run[key]})")
+    if args.data_dir is not None and {"data_dir": args.data_dir} != run.get("data_kwargs"):
+        diff.append(f"--data-dir {args.data_dir} (the run's is {run.get('data_kwargs')})")
+    wanted = zoo.make_config(
+        zoo.MODELS[meta["model"]].Config,
+        zoo.parse_overrides(args.set),
+        base=zoo.MODELS[meta["model"]].Config(**meta["config"]),
+    )
+    for key, value in sorted(vars(wanted).items()):
+        if value != meta["config"].get(key):
+            diff.append(f"--set {key}={value} (the run's is {meta['config'].get(key)})")
+    given = {k: v for a, k in FIT_ARGS.items() if (v := getattr(args, a)) is not None}
+    if given.get("patience") == 0:
+        given["patience"] = None
+    for key, value in given.items():
+        if value != run["fit"].get(key):
+            diff.append(f"--{key.replace('_', '-')} {value} (the run's is {run['fit'].get(key)})")
+    if diff:
+        fail(f"--resume {args.resume}: a resumed run keeps its options; drop {', '.join(diff)}")
+    return state, run
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    # from the start: a SIGINT / SIGTERM while the data loads stops training at its first step
+    with StopSignals() as stop:
+        return run(make_parser().parse_args(argv), stop)
+
+
+def run(args, stop: StopSignals) -> int:
     if args.num_samples < 40:
         fail("--num-samples must be at least 40 (the 95% interval needs 2 / (1 - 0.95) draws)")
     if args.list:
         print(list_models())
         return 0
-    if not args.model:
-        fail("--model is required (or --list to see the models)")
-    if args.model not in zoo.MODELS:
-        fail(f"unknown model {args.model!r}; choose one of {', '.join(zoo.MODELS)}")
-    cls = zoo.MODELS[args.model]
-    overrides = zoo.parse_overrides(args.set)
-    dataset_name = args.dataset or cls.default_dataset
-    data_kwargs = {"data_dir": args.data_dir} if args.data_dir else {}
-    data = zoo.datasets.load_dataset(dataset_name, seed=args.data_seed, **data_kwargs)
-    overrides = {**cls.data_overrides(data), **overrides}
-    seed_everything(args.seed)  # the initial weights follow --seed too
-    model = zoo.build(args.model, **overrides)
+    state = None
+    if args.resume:
+        if args.out or args.overwrite:
+            fail("--resume continues in its own folder; drop --out / --overwrite")
+        state, run = resumed_plan(args)
+        name, dataset_name = state["model_meta"]["model"], run["dataset"]
+        data_seed, data_kwargs = run["data_seed"], run["data_kwargs"]
+    else:
+        if not args.model:
+            fail("--model is required (or --list to see the models, --resume to continue a run)")
+        if args.model not in zoo.MODELS:
+            fail(f"unknown model {args.model!r}; choose one of {', '.join(zoo.MODELS)}")
+        name = args.model
+        dataset_name = args.dataset or zoo.MODELS[name].default_dataset
+        data_seed = args.data_seed if args.data_seed is not None else 0
+        data_kwargs = {"data_dir": args.data_dir} if args.data_dir else {}
+        if args.data_dir and "data_dir" not in zoo.datasets.dataset_options(dataset_name):
+            readers = [
+                d for d in zoo.datasets.DATASETS if "data_dir" in zoo.datasets.dataset_options(d)
+            ]
+            fail(f"--data-dir is read only by {', '.join(readers)}; {dataset_name} does not use it")
+    cls = zoo.MODELS[name]
+    data = zoo.datasets.load_dataset(dataset_name, seed=data_seed, **data_kwargs)
+    if state is not None:
+        model = zoo.build(name, **state["model_meta"]["config"])
+        fit_cfg = zoo.make_config(
+            FitConfig, {"device": args.device, "quiet": args.quiet}, base=FitConfig(**run["fit"])
+        )
+    else:
+        overrides = {**cls.data_overrides(data), **zoo.parse_overrides(args.set)}
+        opts = fit_options(args)
+        seed_everything(opts["seed"])  # the initial weights follow --seed too
+        model = zoo.build(name, **overrides)
+        fit_cfg = fit_config(model, **opts, device=args.device, quiet=args.quiet)
     if args.temperature_scaling:
         check_temperature_model(model)
-    opts = fit_options(args, cls)
-    fit_config = zoo.make_config(FitConfig, opts)
     hint = distributed.launch_hint(args.device)
     if hint:
         print(hint, file=sys.stderr)
     ctx = distributed.context(args.device)  # under torchrun: starts the process group
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.out or f"runs/{args.model}-{dataset_name}-{stamp}")
-    if ctx.is_rank0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if state is not None or not ctx.is_rank0:  # the other ranks write nothing
+        run_dir, created = Path(args.resume or args.out or "runs"), False
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        default = f"runs/{name}-{dataset_name}-{stamp}"
+        run_dir, created = create_run_dir(args.out, default, args.overwrite)
     extra = {
         "dataset": dataset_name,
-        "data_seed": args.data_seed,
+        "data_seed": data_seed,
         "data_kwargs": data_kwargs,
-        "fit": dataclasses.asdict(fit_config),
+        "fit": dataclasses.asdict(fit_cfg),
     }
+    saved: dict = dict(state["run"].get("saved") or {}) if state is not None else {}
 
-    def checkpoint(m, row):
+    def save_best(m, row):
         zoo.save(m, run_dir, extra={**extra, "epoch": row["epoch"]})
+        saved.update(epoch=row["epoch"], val=row.get("val"))
+
+    def save_state(s):
+        save_training_state(run_dir, {**s, "run": {**extra, "saved": dict(saved)}})
 
     try:
-        history = fit(model, data.train, data.val, fit_config, on_improve=checkpoint, dist=ctx)
+        rows = state["rows"] if state else None
+        history_csv = HistoryWriter(run_dir / "history.csv", rows) if ctx.is_rank0 else None
+        history = fit(
+            model,
+            data.train,
+            data.val,
+            fit_cfg,
+            on_improve=save_best,
+            on_epoch=history_csv,
+            checkpoint=save_state,
+            checkpoint_every=args.checkpoint_every,
+            resume=state,
+            should_stop=stop.requested,
+            dist=ctx,
+        )
     except TrainingDiverged as e:
-        fail(f"{e}; the last good checkpoint is in {run_dir}", code=1)
+        if not ctx.is_rank0:
+            fail(str(e), 1)
+        if saved:
+            val = f", val {saved['val']:.4g}" if saved.get("val") is not None else ""
+            fail(f"{e}; the last good checkpoint (epoch {saved['epoch']}{val}) is in {run_dir}", 1)
+        if state is None and discard_unless_checkpointed(run_dir, created):
+            fail(f"{e}; no checkpoint was written, so no run folder was kept", 1)
+        fail(f"{e}; no model checkpoint was written to {run_dir}", 1)
+    except BaseException:
+        if state is None and ctx.is_rank0:  # a new run's leftovers; a resumed run keeps its state
+            discard_unless_checkpointed(run_dir, created)
+        raise
     distributed.shutdown()
     if not ctx.is_rank0:  # the other ranks' work ends with training
-        return 0
+        return stop.exit_code if history.stopped == "interrupted" and stop.signum else 0
+    if history.stopped == "interrupted":
+        write_json(
+            run_dir / "metrics.json",
+            {
+                "stopped": "interrupted",
+                "signal": stop.name,
+                "epochs_run": len(history.rows),
+                "best_epoch": history.best_epoch,
+                "train_seconds": history.seconds,
+            },
+        )
+        last = history.rows[-1]["epoch"] if history.rows else 0
+        print(
+            f"{stop.name or 'stop'} after epoch {last} (mid-epoch steps kept); resume with: "
+            f"python scripts/train.py --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return stop.exit_code if stop.signum is not None else 1
     before = None
     if args.temperature_scaling:  # post hoc; the temperature is a buffer, saved just below
         before = evaluate(model, data.test, num_samples=args.num_samples)
         scaled = fit_temperature(model, data.val)
     zoo.save(model, run_dir, extra={**extra, "epoch": history.best_epoch})
-    write_history(run_dir / "history.csv", history.rows)
-    seed_everything(args.seed)  # the metrics' draws are reproducible from the checkpoint
+    seed_everything(fit_cfg.seed or 0)  # the metrics' draws are reproducible from the checkpoint
     metrics = evaluate(
         model, data.test, num_samples=args.num_samples, true_log_prob=data.true_log_prob
     )
@@ -153,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics.update(before_after(before, scaled))
     write_json(run_dir / "metrics.json", metrics)
     write_plots(model, data, run_dir, history, num_samples=args.num_samples)
-    print(f"{args.model} on {dataset_name}: {summary_line(metrics)}")
+    print(f"{name} on {dataset_name}: {summary_line(metrics)}")
     if before is not None:
         print(f"{scaled.summary}; before it: {summary_line(before)}")
     print(f"run folder: {run_dir}")

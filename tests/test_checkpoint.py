@@ -69,3 +69,32 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
         _atomic(target, bad)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_a_failed_first_save_leaves_no_half_checkpoint_and_files_are_not_private(
+    tmp_path, monkeypatch
+):
+    import os
+
+    import zoo.io
+
+    model = zoo.build("mse", hidden=4)
+    real = zoo.io._atomic
+
+    def no_space(path, write):
+        if path.name == "model.pt":
+            raise OSError(28, "No space left on device", str(path))
+        real(path, write)
+
+    monkeypatch.setattr(zoo.io, "_atomic", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        zoo.save(model, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the config written first is taken back
+    monkeypatch.setattr(zoo.io, "_atomic", real)
+    zoo.save(model, tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in ("config.json", "model.pt"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o666 & ~mask
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["model"] == "mse" and len(meta["fingerprint"]) == 16

@@ -83,3 +83,11 @@ def test_bad_training_data_is_refused_before_training():
         model.check_data(x[:, 0], y)
     with pytest.raises(zoo.DataError, match="2 features per row but the model expects 1"):
         model.check_data(torch.randn(10, 2), y)
+
+
+def test_loaders_refuse_unknown_options_and_name_the_valid_ones():
+    with pytest.raises(zoo.ConfigError, match=r"'toy' takes no option 'n_trian'; .* n_train"):
+        load_dataset("toy", n_trian=5)
+    with pytest.raises(zoo.ConfigError, match="'diabetes' takes no option 'data_dir'"):
+        load_dataset("diabetes", data_dir="/tmp")
+    assert "data_dir" in zoo.datasets.dataset_options("mnist")

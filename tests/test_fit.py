@@ -160,3 +160,92 @@ def test_data_size_is_scoped_and_checked():
     with pytest.raises(ValueError, match="num_data must be >= 1"):
         with data_size(0):
             pass
+
+
+def test_fit_merges_the_models_default_fit():
+    x, y = small_problem(64)
+    bnn = zoo.build("bnn", hidden=4)
+    history = fit(bnn, (x, y), (x, y), epochs=1, quiet=True)
+    assert history.config.elbo == "meanfield" == zoo.BNN.default_fit["elbo"]
+    assert history.config.patience is None and history.config.lr == zoo.BNN.default_fit["lr"]
+    # an explicit FitConfig is used as it is, overrides on top of either
+    history = fit(zoo.build("bnn", hidden=4), (x, y), config=FitConfig(epochs=1), quiet=True)
+    assert history.config.elbo == "trace" and history.config.patience == 20
+
+
+def test_without_a_seed_fit_leaves_the_rng_to_the_caller():
+    x, y = small_problem(64)
+    weights, after = [], []
+    for outer in (7, 7, 8):
+        torch.manual_seed(0)
+        model = zoo.build("regression", hidden=8)  # the same initial weights each time
+        torch.manual_seed(outer)
+        fit(model, (x, y), epochs=2, batch_size=32, quiet=True)  # seed=None: not reseeded
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        after.append(torch.rand(1))
+    assert torch.equal(weights[0], weights[1]) and torch.equal(after[0], after[1])
+    assert not torch.equal(weights[0], weights[2]) and not torch.equal(after[0], after[2])
+
+
+def test_a_value_error_that_is_not_a_divergence_keeps_its_traceback():
+    x, y = small_problem(64)
+    model = zoo.build("regression", hidden=8)
+
+    class Bug(torch.nn.Module):
+        def forward(self, h):
+            raise ValueError("a bug in the model, not a NaN")
+
+    model.net.append(Bug())
+    with pytest.raises(ValueError, match="a bug in the model"):
+        fit(model, (x, y), epochs=1, quiet=True)
+
+
+def test_a_huge_but_finite_loss_counts_as_divergence():
+    x, y = small_problem()
+    model = zoo.build("mse", hidden=8)  # one learned noise scale: a loss that can explode
+    calls = {"n": 0}
+
+    class Blowup(torch.nn.Module):  # finite but enormous outputs after the first epochs
+        def forward(self, h):
+            calls["n"] += 1
+            return h * (1e6 if calls["n"] > 13 else 1.0)
+
+    model.net.append(Blowup())
+    with pytest.raises(TrainingDiverged, match=r"loss exploded to .* at epoch \d+, more than 100"):
+        fit(model, (x, y), epochs=20, batch_size=64, quiet=True, clip_norm=None)
+    with pytest.raises(zoo.ConfigError, match="explode_factor must be > 0"):
+        fit(model, (x, y), explode_factor=0.0)
+
+
+REFUSED = [
+    ({"lr": math.inf}, "lr must be a finite number > 0"),
+    ({"lr": math.nan}, "lr must be a finite number > 0"),
+    ({"num_particles": 0}, "num_particles must be >= 1"),
+    ({"patience": -1}, "patience must be >= 1"),
+    ({"patience": 0}, "patience must be >= 1"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+]
+
+
+@pytest.mark.parametrize(("opts", "message"), REFUSED)
+def test_fit_refuses_options_it_cannot_train_with(opts, message):
+    x, y = small_problem(16)
+    with pytest.raises(zoo.ConfigError, match=message):
+        fit(zoo.build("mse", hidden=4), (x, y), quiet=True, **opts)
+
+
+def test_fit_refuses_data_it_cannot_train_on():
+    x, y = small_problem(16)
+    model = zoo.build("regression", hidden=4)
+    cases = [
+        ((x, None), "supervised .* no targets were given"),
+        ((x[:0], y[:0]), "the training split is empty"),
+        ((x.double(), y), "x is torch.float64 but the model computes in torch.float32"),
+        ((x[:, :, None], y), r"x must have shape \[N, features\]; got \[16, 1, 1\]"),
+        ((x, y.to(torch.complex64)), "targets must be real; got torch.complex64"),
+        ((x.long(), y), "x must be a float tensor; got torch.int64"),
+    ]
+    for data, message in cases:
+        with pytest.raises(zoo.DataError if "targets must" not in message else ValueError,
+                           match=message):  # fmt: skip
+            fit(model, data, epochs=1, quiet=True)

@@ -166,20 +166,28 @@ class DataError(ValueError):
     """Training or evaluation data is malformed; the message names the problem and the fix."""
 
 
-def check_inputs(x: Tensor, name: str = "x", features: int | None = None) -> None:
-    """Checks that ``x`` is a finite float tensor ``[N, features]``."""
+def check_inputs(
+    x: Tensor, name: str = "x", features: int | None = None, dtype: torch.dtype | None = None
+) -> None:
+    """Checks that ``x`` is a non-empty, finite float tensor ``[N, features]`` of ``dtype``."""
     if not torch.is_tensor(x):
         raise DataError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if x.dim() < 2:
+    if x.dim() != 2:
+        fix = "use x[:, None] for 1-D" if x.dim() < 2 else "flatten it with x.reshape(len(x), -1)"
+        raise DataError(f"{name} must have shape [N, features]; got {list(x.shape)} ({fix})")
+    if len(x) == 0:
+        raise DataError(f"{name} is empty (shape {list(x.shape)}); pass at least one row")
+    if features is not None and x.shape[1] != features:
         raise DataError(
-            f"{name} must have shape [N, features]; got {list(x.shape)} (use x[:, None] for 1-D)"
-        )
-    if features is not None and x.shape[1:].numel() != features:
-        raise DataError(
-            f"{name} has {x.shape[1:].numel()} features per row but the model expects {features}"
+            f"{name} has {x.shape[1]} features per row but the model expects {features}"
         )
     if not x.is_floating_point():
-        raise DataError(f"{name} must be a float tensor; got {x.dtype}")
+        raise DataError(f"{name} must be a float tensor; got {x.dtype} (use {name}.float())")
+    if dtype is not None and x.dtype != dtype:
+        raise DataError(
+            f"{name} is {x.dtype} but the model computes in {dtype}; convert it with "
+            f"{name}.to({dtype}) (or the model with model.to({x.dtype}))"
+        )
     bad = ~torch.isfinite(x)
     if bad.any():
         row = int(bad.reshape(len(x), -1).any(-1).nonzero()[0, 0])
@@ -286,7 +294,7 @@ class ZooModel(LocalParams, PyroModule):
 
     def check_data(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Checks inputs and targets before training and returns them in the right dtypes."""
-        check_inputs(x, "x", self.input_dim)
+        check_inputs(x, "x", self.input_dim, self._float_dtype())
         if y is None:
             return x, None
         if not torch.is_tensor(y):
@@ -297,6 +305,12 @@ class ZooModel(LocalParams, PyroModule):
         if likelihood is not None:
             y = likelihood.prepare_targets(y)
         return x, y
+
+    def _float_dtype(self) -> torch.dtype:
+        for t in self.parameters():
+            if t.is_floating_point():
+                return t.dtype
+        return torch.get_default_dtype()
 
     # --- predictions ---------------------------------------------------------------------
     def predictive_distribution(self, x: Tensor) -> torch.distributions.Distribution | None:

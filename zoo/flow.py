@@ -404,7 +404,7 @@ class ConditionalFlow(ZooModel):
         return "continuous"
 
     def check_data(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        check_inputs(x, "x", self.input_dim)
+        check_inputs(x, "x", self.input_dim, self._float_dtype())
         if y is None:
             return x, None
         y = torch.as_tensor(y)

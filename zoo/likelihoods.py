@@ -94,6 +94,8 @@ class Likelihood(nn.Module):
     def prepare_targets(self, y: Tensor) -> Tensor:
         """Checks ``y`` and returns it in the dtype the distribution expects."""
         y = torch.as_tensor(y)
+        if y.is_complex():
+            raise TargetError(f"{self.name} targets must be real; got {y.dtype}")
         want = (len(y),) if self.target_dim == 1 else (len(y), self.target_dim)
         if y.dim() == 2 and self.target_dim == 1 and y.shape[1] == 1:
             y = y[:, 0]

@@ -180,7 +180,7 @@ class VAE(ZooModel):
         return float(-self.log_weights(x, 1).mean())
 
     def check_data(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        check_inputs(x, "x", self.input_dim)
+        check_inputs(x, "x", self.input_dim, self._float_dtype())
         if self.config.likelihood != "normal" and (x.min() < 0 or x.max() > 1):
             raise DataError(
                 f"pixels must lie in [0, 1] for likelihood={self.config.likelihood}; got values "

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
+from ..base import DataError
+from ..config import ConfigError
 from .base import Dataset, Split, split_indices, standardize
 from .density2d import (
     load_digits_dequantized,
@@ -32,6 +35,7 @@ __all__ = [
     "Dataset",
     "SeriesData",
     "Split",
+    "dataset_options",
     "fill_gaps",
     "load_dataset",
     "read_idx",
@@ -74,8 +78,25 @@ SERIES_DATASETS = (
 )
 
 
-def load_dataset(name: str, seed: int = 0, **kwargs) -> Dataset | SeriesData:
-    """Loads a registered dataset; an unknown name lists the valid ones."""
+def dataset_options(name: str) -> list[str]:
+    """The keyword arguments the loader of dataset ``name`` takes (besides ``seed``)."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    params = inspect.signature(DATASETS[name]).parameters
+    return [k for k in params if k != "seed"]
+
+
+def load_dataset(name: str, seed: int = 0, **kwargs) -> Dataset | SeriesData:
+    """Loads a registered dataset; an unknown name or keyword lists the valid ones.
+
+    Example:
+        >>> data = load_dataset("toy", n_train=500)
+    """
+    valid = dataset_options(name)
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        raise ConfigError(
+            f"dataset {name!r} takes no option {unknown[0]!r}; its options are "
+            f"{', '.join(valid) or 'none'} (and seed)"
+        )
     return DATASETS[name](seed=seed, **kwargs)

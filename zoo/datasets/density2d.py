@@ -149,7 +149,10 @@ def _density2d(name, sample, log_prob, seed, n_train, n_val, n_test) -> Dataset:
 
 def _loader(name: str, sample: Callable, log_prob: Callable) -> Callable[..., Dataset]:
     def load(
-        seed: int = 0, n_train: int = 10000, n_val: int = 2000, n_test: int = 20000, **_
+        seed: int = 0,
+        n_train: int = 10000,
+        n_val: int = 2000,
+        n_test: int = 20000,
     ) -> Dataset:
         return _density2d(name, sample, log_prob, seed, n_train, n_val, n_test)
 
@@ -164,7 +167,9 @@ load_gaussian_mixture = _loader("gaussian_mixture", mixture_sample, mixture_log_
 
 
 def load_digits_dequantized(
-    seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, **_
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
 ) -> Dataset:
     """The 8x8 digits as a 64-D density, uniformly dequantized: x = v + u, v in 0..16, u ~ U[0, 1).
 

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..base import DataError
 from .base import Dataset, Split
 
 __all__ = ["gap_function", "gap_sample", "gap_log_prob", "load_gap"]
@@ -45,7 +46,6 @@ def load_gap(
     noise: float = NOISE,
     gap: float = LOW,
     extent: float = HIGH,
-    **_,
 ) -> Dataset:
     """The gap problem with seeded splits drawn from the data's support (the gap stays empty).
 
@@ -54,7 +54,7 @@ def load_gap(
     """
     g = torch.Generator().manual_seed(seed)
     if not 0 <= gap < extent:
-        raise ValueError(f"need 0 <= gap < extent; got gap={gap}, extent={extent}")
+        raise DataError(f"need 0 <= gap < extent; got gap={gap}, extent={extent}")
     splits = (gap_sample(n, g, noise, gap, extent) for n in (n_train, n_val, n_test))
     train, val, test = (Split(*s) for s in splits)
     info = {

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..base import DataError
 from .base import Dataset, Split
 
 __all__ = ["load_digits", "load_mnist", "read_idx", "MNIST_FILES"]
@@ -18,7 +19,7 @@ MNIST_FILES = {
 }
 
 
-def load_digits(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, **_):
+def load_digits(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1):
     """Digits (1,797 8x8 images, 10 classes), pixels scaled to [0, 1], stratified seeded split."""
     from sklearn.datasets import load_digits as sk_load
 
@@ -47,17 +48,17 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
-        raise ValueError(f"{path} cannot be read as an IDX file ({e})") from None
+        raise DataError(f"{path} cannot be read as an IDX file ({e})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path} is truncated (no complete IDX header)")
+        raise DataError(f"{path} is truncated (no complete IDX header)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape))
     if len(data) != expected:
-        raise ValueError(f"{path} has {len(data)} bytes but its header promises {expected}")
+        raise DataError(f"{path} has {len(data)} bytes but its header promises {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -74,7 +75,6 @@ def load_mnist(
     train_range: tuple[int, int] = (0, 9000),
     test_range: tuple[int, int] = (9000, 10000),
     val_size: int = 1000,
-    **_,
 ) -> Dataset:
     """MNIST from the official IDX files in ``data_dir`` (gzipped or not); nothing downloads.
 
@@ -96,7 +96,7 @@ def load_mnist(
     images = read_idx(test_files[0])
     labels = read_idx(test_files[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"{test_files[0]} and {test_files[1]} do not hold matching images/labels")
+        raise DataError(f"{test_files[0]} and {test_files[1]} do not hold matching images/labels")
     x_all = torch.as_tensor(images.reshape(len(images), -1) / 255.0, dtype=torch.float32)
     y_all = torch.as_tensor(labels.astype(np.int64))
     train_files = [_find(data_dir, s) for s in MNIST_FILES["train"]]
@@ -108,7 +108,7 @@ def load_mnist(
         (a, b), (c, d) = train_range, test_range
         x_tr, y_tr, x_te, y_te = x_all[a:b], y_all[a:b], x_all[c:d], y_all[c:d]
     if len(x_tr) <= val_size or len(x_te) == 0:
-        raise ValueError(
+        raise DataError(
             f"{test_files[0]} holds {len(x_all)} images, too few for training {train_range} "
             f"(of which {val_size} validate) and testing {test_range}: expected the official "
             "10,000-image MNIST test set"

@@ -10,7 +10,7 @@ from .base import Dataset, Split, split_indices, standardize
 __all__ = ["load_diabetes", "load_breast_cancer", "load_wine", "load_iris"]
 
 
-def load_diabetes(seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1, **_):
+def load_diabetes(seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1):
     """Diabetes progression (442 rows, 10 features); x and y standardized on the training split.
 
     Metrics are in standardized units of y; ``info["y_std"]`` converts them back.
@@ -73,7 +73,7 @@ def _stratified_split(y: torch.Tensor, fractions: tuple[float, float], seed: int
     return tuple(torch.as_tensor(part, dtype=torch.long) for part in (train, val, test))
 
 
-def load_breast_cancer(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, **_):
+def load_breast_cancer(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1):
     """Breast cancer (569 rows, 30 features, 2 classes), standardized, stratified split."""
     from sklearn.datasets import load_breast_cancer as sk_load
 
@@ -81,7 +81,7 @@ def load_breast_cancer(seed: int = 0, test_fraction: float = 0.2, val_fraction: 
     return _classification("breast_cancer", x, y, seed, val_fraction, test_fraction)
 
 
-def load_wine(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, **_):
+def load_wine(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1):
     """Wine (178 rows, 13 features, 3 classes), standardized, stratified split."""
     from sklearn.datasets import load_wine as sk_load
 
@@ -89,7 +89,7 @@ def load_wine(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0
     return _classification("wine", x, y, seed, val_fraction, test_fraction)
 
 
-def load_iris(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1, **_):
+def load_iris(seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1):
     """Iris (150 rows, 4 features, 3 classes), standardized, stratified split."""
     from sklearn.datasets import load_iris as sk_load
 

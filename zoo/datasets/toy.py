@@ -37,7 +37,10 @@ def toy_log_prob(x: Tensor, y: Tensor) -> Tensor:
 
 
 def load_toy(
-    seed: int = 0, n_train: int = 2000, n_val: int = 1000, n_test: int = 20000, **_
+    seed: int = 0,
+    n_train: int = 2000,
+    n_val: int = 1000,
+    n_test: int = 20000,
 ) -> Dataset:
     """The toy problem with seeded train / validation / test splits (independent draws)."""
     g = torch.Generator().manual_seed(seed)

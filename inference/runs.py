@@ -1,0 +1,106 @@
+"""Run folders: created exclusively (two runs never share one), never half-written or empty."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+from zoo.config import ConfigError
+
+__all__ = ["RUN_FILES", "HistoryWriter", "create_run_dir", "discard_unless_checkpointed"]
+
+#: What a run writes; ``--overwrite`` removes these (and the PNG plots), nothing else.
+RUN_FILES = (
+    "config.json",
+    "model.pt",
+    "train_state.pt",
+    "metrics.json",
+    "metrics_eval.json",
+    "history.csv",
+)
+
+
+def _run_files(run_dir: Path) -> list[Path]:
+    return [run_dir / f for f in RUN_FILES if (run_dir / f).exists()] + sorted(
+        run_dir.glob("*.png")
+    )
+
+
+def create_run_dir(out: str | None, default: str, overwrite: bool = False) -> tuple[Path, bool]:
+    """Makes the run folder and returns it with whether this call created it.
+
+    Without ``out`` the folder is ``default`` (``runs/MODEL-DATASET-TIME``), or ``default-2``,
+    ``default-3``, ... when a run started in the same second holds it: each name is taken
+    with an exclusive ``mkdir``, so two runs started at once get two folders. An explicit
+    ``out`` that already holds a run is refused unless ``overwrite`` (its run files are then
+    removed first); an existing empty folder is used as it is.
+    """
+    if out is None:
+        base = Path(default)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 10_000):
+            path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+            try:
+                path.mkdir()
+                return path, True
+            except FileExistsError:
+                continue
+        raise ConfigError(f"no free run folder name beside {base}; pass --out")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder; name a folder")
+    if path.is_dir():
+        files = _run_files(path)
+        if files and not overwrite:
+            raise ConfigError(
+                f"--out {path} already holds a run ({files[0].name}); pass --overwrite to replace "
+                f"it, --resume {path} to continue it, or another --out"
+            )
+        for f in files:
+            f.unlink()
+        return path, False
+    path.mkdir(parents=True)
+    return path, True
+
+
+def discard_unless_checkpointed(run_dir: Path, created: bool) -> bool:
+    """After a failed new run: removes its files (and the folder, if it made it) when no model
+    checkpoint was written, so errors leave no empty or unloadable folder. True if removed.
+
+    Not for a resumed run: its training state is the user's to keep."""
+    if (run_dir / "model.pt").exists():
+        return False
+    for f in _run_files(run_dir):
+        f.unlink(missing_ok=True)
+    if created:
+        try:
+            run_dir.rmdir()
+        except OSError:  # someone put other files there
+            return False
+    return True
+
+
+class HistoryWriter:
+    """Appends each epoch's row to ``history.csv`` as it ends (flushed, so a killed run keeps
+    the epochs it finished); ``rows`` given at the start (a resumed run's) are written first."""
+
+    def __init__(self, path: Path, rows: list[dict[str, float]] | None = None):
+        self.path = path
+        self.keys: list[str] | None = None
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
+        with open(tmp, "w", newline="") as f:
+            for row in rows or []:
+                self._write(f, row)
+        os.replace(tmp, path)
+
+    def _write(self, f, row: dict[str, float]) -> None:
+        if self.keys is None:
+            self.keys = list(row)
+            csv.writer(f).writerow(self.keys)
+        csv.DictWriter(f, fieldnames=self.keys, extrasaction="ignore").writerow(row)
+
+    def __call__(self, row: dict[str, float]) -> None:
+        with open(self.path, "a", newline="") as f:
+            self._write(f, row)

@@ -1,0 +1,278 @@
+"""Faults a user or the machine inflicts on scripts/train.py, each case checked for its exit code,
+its one-line message and what it leaves on disk: a run folder that loads (and resumes), or none.
+
+Most cases run ``train.main`` in this process (through ``run_cli``, as the script does); the kill
+cases fork a child that trains, so the signal lands at a random moment of real training without
+paying for a fresh interpreter each time; one SIGTERM case runs the script as a subprocess.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+import zoo.io
+from inference import checkpoint as ckpt
+from inference.cli import run_cli
+from inference.runs import create_run_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
+evaluate_script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(evaluate_script)
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+FAST = ["--quiet", "--num-samples", "40", "--set", "hidden=8", "--batch-size", "500"]
+
+
+def cli(argv, capsys) -> tuple[int, str, str]:
+    """Runs train.py's main as the script does; returns (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: train.main([str(a) for a in argv]))
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def consistent(run: Path) -> str:
+    """'absent', 'empty' (nothing written yet), 'resumable' (a training state, no model yet)
+    or 'loadable' (a model checkpoint that loads, and a training state); never torn."""
+    if not run.exists():
+        return "absent"
+    files = {p.name for p in run.iterdir()}
+    if (run / "model.pt").exists():
+        zoo.load(run)  # raises CheckpointError if torn or mixed
+        ckpt.load_training_state(run)  # written before any weights: always there
+        return "loadable"
+    assert "config.json" not in files and not any(f.endswith(".png") for f in files), files
+    if (run / "train_state.pt").exists():
+        ckpt.load_training_state(run)
+        return "resumable"
+    return "empty"
+
+
+def test_two_runs_in_one_second_get_two_folders_and_out_is_never_overwritten(tmp_path, capsys):
+    base = str(tmp_path / "runs" / "mse-toy-20260101-000000")
+    a, made_a = create_run_dir(None, base)
+    b, made_b = create_run_dir(None, base)
+    assert made_a and made_b and a != b and b.name.endswith("-2")
+    out = tmp_path / "run"
+    zoo.save(zoo.build("mse", hidden=8), out)  # a run folder, as train.py leaves it
+    before = (out / "model.pt").read_bytes()
+    code, _, err = cli(["--model", "mse", "--epochs", "1", "--out", out, *FAST], capsys)
+    assert code == 2 and "already holds a run" in one_line(err) and "--overwrite" in err
+    assert (out / "model.pt").read_bytes() == before
+    args = ["--model", "mse", "--epochs", "1", "--out", out, "--overwrite", "--seed", "1", *FAST]
+    code, _, _ = cli(args, capsys)
+    assert code == 0 and (out / "model.pt").read_bytes() != before
+    assert consistent(out) == "loadable"
+    # the run's files have the user's usual permissions, like the plots
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in ("config.json", "model.pt", "metrics.json", "train_state.pt", "history.csv"):
+        assert (out / f).stat().st_mode & 0o777 == 0o666 & ~mask, f
+
+
+BAD_BEFORE_TRAINING = [
+    (["--lr", "inf"], 2, "FitConfig.lr must be a finite number > 0"),
+    (["--patience", "-1"], 2, "FitConfig.patience must be >= 1"),
+    (["--particles", "0"], 2, "FitConfig.num_particles must be >= 1"),
+    (["--device", "tpu"], 2, "unknown device 'tpu'"),
+    (["--data-dir", "/tmp"], 2, "--data-dir is read only by mnist; toy does not use it"),
+    (["--set", "likelihood=poisson"], 2, "poisson targets must be"),  # raised inside fit
+    (["--lr", "1e6"], 1, "no checkpoint was written, so no run folder was kept"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), BAD_BEFORE_TRAINING)
+def test_errors_leave_no_run_folder(args, code, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    got, _, err = cli(
+        ["--model", "regression", "--epochs", "2", "--out", out, *FAST, *args], capsys
+    )
+    assert got == code and message in one_line(err)
+    assert consistent(out) == "absent"
+
+
+def test_divergence_names_the_checkpoint_that_exists(tmp_path, capsys):
+    # the issue's case: lr 100 with one-cycle stays finite but explodes (RMSE 4.6e9 before)
+    out = tmp_path / "run"
+    args = ["--model", "regression", "--epochs", "12", "--lr", "100", "--schedule", "onecycle"]
+    code, _, err = cli([*args, "--out", out, "--quiet", "--num-samples", "40"], capsys)
+    line = one_line(err)
+    assert code == 1 and "loss exploded to" in line, line
+    assert "the last good checkpoint (epoch 1, val " in line and str(out) in line
+    assert (
+        consistent(out) == "loadable"
+        and json.loads((out / "config.json").read_text())["epoch"] == 1
+    )
+
+
+def test_a_folder_whose_config_names_another_likelihood_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    zoo.save(zoo.build("regression", hidden=8), out)
+    meta = json.loads((out / "config.json").read_text())
+    meta["config"]["likelihood"] = meta["likelihood"] = "laplace"  # same parameter shapes
+    zoo.io.atomic_write_text(out / "config.json", json.dumps(meta))
+    with pytest.raises(zoo.CheckpointError) as e:
+        zoo.load(out)
+    assert "likelihood: 'laplace' in config.json, 'normal' in model.pt" in str(e.value)
+    assert "config.likelihood: 'laplace' in config.json, 'normal' in model.pt" in str(e.value)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: evaluate_script.main([str(out)]))
+    assert exit_.value.code == 2 and str(e.value) in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("failing_write", [1, 2, 3, 5])
+def test_a_full_disk_is_one_line_and_leaves_a_loadable_folder_or_none(
+    failing_write, tmp_path, capsys, monkeypatch
+):
+    calls = {"n": 0}
+    real = zoo.io._atomic
+
+    def full(path, write):
+        calls["n"] += 1
+        if calls["n"] == failing_write:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, write)
+
+    monkeypatch.setattr(zoo.io, "_atomic", full)
+    monkeypatch.setattr(ckpt, "_atomic", full)
+    out = tmp_path / "run"
+    args = ["--model", "mse", "--epochs", "3", "--checkpoint-every", "0", "--out", out, *FAST]
+    code, _, err = cli(args, capsys)
+    assert code == 2 and one_line(err).startswith("error: No space left on device: "), err
+    assert consistent(out) in ("absent", "loadable")
+
+
+def test_an_unwritable_out_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = cli(["--model", "mse", "--out", blocker / "run", *FAST], capsys)
+    assert code == 2 and "Not a directory" in one_line(err)
+    code, _, err = cli(["--model", "mse", "--out", blocker, *FAST], capsys)
+    assert code == 2 and "is a file, not a folder" in one_line(err)
+
+
+def _fork_train(argv: list[str], log: Path, kill_after=0.0, when_file=None, sig=signal.SIGKILL):
+    """Trains in a forked child; sends ``sig`` ``kill_after`` s after ``when_file`` exists (or
+    after the start). Returns the child's exit code (negative: killed by that signal)."""
+    pid = os.fork()
+    if pid == 0:  # the child: train.py's main, its output into log
+        code = 70
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1), os.dup2(fd, 2)
+            sys.stdout = os.fdopen(1, "w", buffering=1)
+            sys.stderr = os.fdopen(2, "w", buffering=1)
+            try:
+                run_cli(lambda: train.main(argv))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    if when_file is not None:
+        while not when_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    time.sleep(kill_after)
+    if os.waitpid(pid, os.WNOHANG) == (0, 0):
+        os.kill(pid, sig)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+KILL_ARGS = ["--model", "bnn", "--epochs", "40", "--checkpoint-every", "0", *FAST]
+
+
+def test_sigkill_at_random_moments_leaves_a_resumable_folder_or_none(tmp_path, capsys):
+    rng = random.Random(14)
+    outcomes = []
+    for i in range(6):
+        out = tmp_path / f"run{i}"
+        # from the first training state on (the first two: from the start, even before it)
+        started = out / "train_state.pt" if i >= 2 else None
+        code = _fork_train([*KILL_ARGS, "--out", str(out)], tmp_path / f"log{i}",
+                           kill_after=rng.uniform(0.0, 1.0), when_file=started)  # fmt: skip
+        outcomes.append((code, consistent(out)))
+    killed = [s for c, s in outcomes if c == -signal.SIGKILL]
+    assert len(killed) >= 4 and {"loadable", "resumable"} >= set(killed[2:]), outcomes
+    # resume the one killed the latest that has a state (most often it also has a model)
+    i = max(i for i, (c, s) in enumerate(outcomes) if s in ("loadable", "resumable"))
+    resumable = tmp_path / f"run{i}"
+    code, out, _ = cli(["--resume", resumable, "--quiet", "--num-samples", "40"], capsys)
+    assert code == 0 and "bnn on gap" in out
+    metrics = json.loads((resumable / "metrics.json").read_text())
+    assert metrics["stopped"] == "completed" and metrics["epochs_run"] == 40
+    rows = (resumable / "history.csv").read_text().strip().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 41))
+
+
+def test_sigint_stops_with_a_resumable_checkpoint_and_resume_ends_like_a_straight_run(
+    tmp_path, capsys
+):
+    out = tmp_path / "run"
+    args = ["--model", "regression", "--epochs", "30", "--checkpoint-every", "1000", *FAST]
+    code = _fork_train([*args, "--out", str(out)], tmp_path / "log", when_file=out / "model.pt",
+                       sig=signal.SIGINT)  # fmt: skip
+    line = one_line((tmp_path / "log").read_text())
+    assert code == 130, line
+    assert line.startswith("SIGINT after epoch ") and f"--resume {out}" in line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped"] == "interrupted" and metrics["signal"] == "SIGINT"
+    assert len((out / "history.csv").read_text().splitlines()) == metrics["epochs_run"] + 1
+    assert consistent(out) == "loadable"
+    code, _, err = cli(["--resume", out, "--lr", "0.1"], capsys)
+    assert code == 2 and "drop --lr 0.1 (the run's is 0.003)" in one_line(err)
+    assert cli(["--resume", out, "--quiet", "--num-samples", "40"], capsys)[0] == 0
+    # the same run without the interruption, as train.py sets it up
+    data = zoo.datasets.load_dataset("toy")
+    train.seed_everything(0)
+    straight = zoo.build("regression", hidden=8)
+    history = train.fit(straight, data.train, data.val, epochs=30, batch_size=500, seed=0,
+                        quiet=True)  # fmt: skip
+    resumed = zoo.load(out)
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-6, atol=1e-7)
+    rows = (out / "history.csv").read_text().strip().splitlines()[1:]
+    assert len(rows) == len(history.rows)
+    for row, want in zip(rows, history.rows, strict=True):
+        epoch, loss = row.split(",")[:2]
+        assert int(epoch) == want["epoch"] and float(loss) == pytest.approx(want["loss"], 1e-6)
+
+
+def test_sigterm_to_the_script_exits_143_with_one_line(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "--model", "mse", "--epochs",
+           "100000", "--out", str(out), *FAST]  # fmt: skip
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "model.pt").exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert one_line(err).startswith("SIGTERM after epoch ")
+    assert json.loads((out / "metrics.json").read_text())["stopped"] == "interrupted"
+    assert consistent(out) == "loadable"
