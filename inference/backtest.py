@@ -1,0 +1,234 @@
+"""Rolling-origin backtests of any forecaster on ``SeriesData`` (after Pyro's ``backtest``).
+
+A forecaster is anything with ``fit(history) -> self`` and ``sample(history, horizon,
+num_samples, future_covariates=None) -> [S, N, H]`` (the :class:`Forecaster` protocol);
+:class:`ModelForecaster` makes one of any zoo model with the ``SupportsForecast`` hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from timeit import default_timer
+from typing import Any, Protocol, runtime_checkable
+
+import pyro
+import torch
+from torch import Tensor
+
+from .forecast_metrics import forecast_metrics, seasonal_scale
+
+__all__ = [
+    "Backtest",
+    "Forecaster",
+    "ModelForecaster",
+    "backtest",
+    "forecast_origins",
+]
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """What a backtest needs: fit on a history, then sample paths of the next steps."""
+
+    def fit(self, history: Any) -> Forecaster:
+        """Fits on ``history`` (a ``SeriesData``) and returns itself."""
+        ...
+
+    def sample(
+        self,
+        history: Any,
+        horizon: int,
+        num_samples: int,
+        future_covariates: Tensor | None = None,
+    ) -> Tensor:
+        """``[S, N, H]`` sample paths of the ``horizon`` steps after ``history``."""
+        ...
+
+
+def forecast_origins(
+    length: int, horizon: int, num_windows: int = 1, stride: int | None = None, min_train: int = 1
+) -> list[int]:
+    """Forecast origins ``t1`` (first held-out step), the last at ``length - horizon``.
+
+    Earlier origins step back by ``stride`` (default ``horizon``: the test windows tile the end
+    of the data without overlap). An origin leaving fewer than ``min_train`` steps is an error.
+    """
+    if horizon < 1 or num_windows < 1:
+        raise ValueError(f"horizon and num_windows must be >= 1; got {horizon}, {num_windows}")
+    stride = horizon if stride is None else stride
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1; got {stride}")
+    last = length - horizon
+    origins = [last - k * stride for k in reversed(range(num_windows))]
+    if origins[0] < min_train:
+        raise ValueError(
+            f"{num_windows} windows of horizon {horizon} (stride {stride}) leave"
+            f" {origins[0]} training steps of {length} before the first origin; the forecaster"
+            f" needs at least {min_train}: use fewer windows, a shorter horizon or stride"
+        )
+    return origins
+
+
+@dataclass
+class Backtest:
+    """A backtest's result: one entry per window, and the scores over all windows.
+
+    ``overall`` and ``per_horizon`` pool every window's points (wQL as a ratio of the pooled
+    sums, the others as means), so they weigh each forecast point equally.
+    """
+
+    windows: list[dict]
+    overall: dict[str, float]
+    per_horizon: dict[str, list[float]]
+    samples: list[Tensor] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict:
+        return {"overall": self.overall, "per_horizon": self.per_horizon, "windows": self.windows}
+
+
+def _threshold(history: Tensor, period: int) -> Tensor:
+    """The default exceedance threshold: each series' mean over its last seasonal period."""
+    return history[:, -period:].mean(-1, keepdim=True)
+
+
+def backtest(
+    data,
+    forecaster: Forecaster | Callable[[], Forecaster],
+    *,
+    horizon: int | None = None,
+    num_windows: int = 1,
+    stride: int | None = None,
+    train_window: int | None = None,
+    min_train: int | None = None,
+    num_samples: int = 200,
+    refit: bool = True,
+    seed: int = 0,
+    level: float = 0.9,
+    threshold: Callable[[Tensor, int], Tensor] | None = _threshold,
+    keep_samples: bool = False,
+) -> Backtest:
+    """Fits and forecasts at several origins and scores each window's sample paths.
+
+    Arguments:
+        data: a ``SeriesData`` (values ``[N, T]``, ``period``, optional covariates).
+        forecaster: a :class:`Forecaster`, or a function returning a fresh one per window.
+        horizon: steps per window (default ``data.horizon``).
+        num_windows, stride: the origins (:func:`forecast_origins`); the same arguments give
+            every forecaster the same windows.
+        train_window: fit on at most this many steps before each origin (default: all).
+        min_train: the shortest allowed history (default ``2 * period + 1``).
+        refit: fit at every origin; False fits once, at the first origin, and then only
+            conditions on the longer histories (no look-ahead either way).
+        seed: each window is seeded with ``seed + window``, so forecasters share their draws'
+            seeds and a run repeats.
+        threshold: ``threshold(history [N, T], period) -> [N, 1]`` for the exceedance Brier
+            score (default: each series' mean over its last period); None leaves it out.
+        keep_samples: also return each window's ``[S, N, H]`` paths.
+
+    Returns:
+        A :class:`Backtest`: per-window ``t0, t1, t2``, wall times and metrics, and the scores
+        pooled over all windows (see :func:`inference.forecast_metrics.forecast_metrics`).
+
+    Example:
+        >>> result = backtest(load_dataset("visnights"), SeasonalNaive(), num_windows=3)
+        >>> result.overall["wql"]
+    """
+    horizon = data.horizon if horizon is None else int(horizon)
+    min_train = 2 * data.period + 1 if min_train is None else min_train
+    origins = forecast_origins(len(data), horizon, num_windows, stride, min_train)
+    make = (lambda: forecaster) if isinstance(forecaster, Forecaster) else forecaster
+    fitted = None
+    windows, all_samples, truths, scales, thresholds = [], [], [], [], []
+    for k, t1 in enumerate(origins):
+        t0 = 0 if train_window is None else max(0, t1 - train_window)
+        t2 = t1 + horizon
+        history = data.slice(t0, t1)
+        future_cov = None if data.covariates is None else data.covariates[:, t1:t2]
+        pyro.set_rng_seed(seed + k)
+        start = default_timer()
+        if refit or fitted is None:
+            fitted = make().fit(history)
+        train_s = default_timer() - start
+        start = default_timer()
+        with torch.no_grad():
+            paths = fitted.sample(history, horizon, num_samples, future_covariates=future_cov)
+        test_s = default_timer() - start
+        paths = torch.as_tensor(paths).detach().to("cpu", torch.float32)
+        expect = (num_samples, data.num_series, horizon)
+        if tuple(paths.shape) != expect:
+            raise ValueError(
+                f"{type(fitted).__name__}.sample returned shape {list(paths.shape)};"
+                f" expected [S, N, H] = {list(expect)}"
+            )
+        truth = data.values[:, t1:t2]
+        scale = seasonal_scale(history.values, data.period)
+        thr = None if threshold is None else threshold(history.values, data.period)
+        scores = forecast_metrics(paths, truth, scale, thr, level)
+        windows.append(
+            {"t0": t0, "t1": t1, "t2": t2, "seed": seed + k, "train_walltime": train_s}
+            | {"test_walltime": test_s, **scores["overall"]}
+        )
+        all_samples.append(paths)
+        truths.append(truth)
+        scales.append(scale)
+        thresholds.append(thr)
+    pooled = forecast_metrics(
+        torch.cat(all_samples, 1),
+        torch.cat(truths),
+        torch.cat(scales),
+        None if threshold is None else torch.cat(thresholds),
+        level,
+    )
+    return Backtest(
+        windows, pooled["overall"], pooled["per_horizon"], all_samples if keep_samples else []
+    )
+
+
+class ModelForecaster:
+    """A :class:`Forecaster` around a zoo model with the ``SupportsForecast`` hooks.
+
+    ``fit`` builds a fresh model for the history, trains it with ``inference.fit`` on
+    ``model.training_windows(history)``; ``sample`` draws
+    ``Predictive(model, guide=model.guide, num_samples)(model.forecast_inputs(...))["obs"]``.
+
+    Arguments:
+        build: ``build(history) -> model`` (e.g. ``lambda s: zoo.build("forecast", ...)``).
+        parallel: vectorize the predictive draws (``Predictive(parallel=True)``).
+        **fit_options: passed to ``inference.fit`` (``epochs``, ``lr``, ``batch_size``, ...).
+
+    Example:
+        >>> f = ModelForecaster(lambda s: zoo.build("forecast"), epochs=20)
+        >>> backtest(load_dataset("visnights"), f, num_windows=2).overall
+    """
+
+    def __init__(self, build: Callable[[Any], Any], *, parallel: bool = False, **fit_options):
+        self.build = build
+        self.parallel = parallel
+        self.fit_options = fit_options
+        self.model = None
+        self.history = None
+
+    def fit(self, history) -> ModelForecaster:
+        from .fit import fit
+
+        model = self.build(history)
+        for hook in ("training_windows", "forecast_inputs"):
+            if not callable(getattr(model, hook, None)):
+                raise TypeError(
+                    f"{type(model).__name__} has no {hook}(); ModelForecaster needs a model"
+                    " with the SupportsForecast hooks (training_windows, forecast_inputs)"
+                )
+        x, y = model.training_windows(history)
+        self.history = fit(model, (x, y), **self.fit_options)
+        self.model = model
+        return self
+
+    def sample(self, history, horizon: int, num_samples: int, future_covariates=None) -> Tensor:
+        from .predict import predictive_samples
+
+        if self.model is None:
+            raise RuntimeError("call fit(history) before sample()")
+        x = self.model.forecast_inputs(history, horizon, future_covariates)
+        obs = predictive_samples(self.model, x, num_samples, parallel=self.parallel)["obs"]
+        return obs

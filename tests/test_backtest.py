@@ -1,0 +1,169 @@
+"""Rolling-origin backtests: windows, shapes, seeds, the baselines' reference figures, adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.nn import PyroModule
+
+from inference.backtest import Forecaster, ModelForecaster, backtest, forecast_origins
+from inference.forecast_baselines import ETS, PyroStructural, SeasonalNaive
+from zoo.base import ZooModel
+from zoo.datasets import SeriesData, load_dataset
+
+
+def periodic(n=3, t=60, period=6, noise=0.1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = 10 + torch.sin(torch.arange(t) * 2 * torch.pi / period) * torch.arange(1, n + 1)[:, None]
+    values = base + noise * torch.randn(n, t, generator=g)
+    time = np.datetime64("2000-01", "M") + np.arange(t)
+    return SeriesData("periodic", values, period, "M", period, "continuous", list("abc")[:n], time)
+
+
+def test_origins_tile_the_end_and_refuse_too_little_training_data():
+    assert forecast_origins(100, 10, 3) == [70, 80, 90]
+    assert forecast_origins(100, 10, 3, stride=1) == [88, 89, 90]
+    with pytest.raises(ValueError, match="leave -50 training steps.*use fewer windows"):
+        forecast_origins(100, 30, 5)
+    with pytest.raises(ValueError, match="needs at least 25"):
+        forecast_origins(100, 30, 3, min_train=25)
+
+
+def test_backtest_windows_hold_out_the_future_and_repeat_with_a_seed():
+    data = periodic()
+    seen = []
+
+    class Spy(SeasonalNaive):
+        def fit(self, history):
+            seen.append(len(history))
+            return self
+
+    a = backtest(data, Spy(), num_windows=3, keep_samples=True)
+    assert [w["t1"] for w in a.windows] == [42, 48, 54] and seen == [42, 48, 54]
+    assert [w["t2"] - w["t1"] for w in a.windows] == [6, 6, 6]
+    assert a.samples[0].shape == (200, 3, 6) and len(a.per_horizon["crps"]) == 6
+    b = backtest(data, SeasonalNaive(), num_windows=3)
+    assert a.overall == b.overall  # same seeds, same windows
+    assert 0.75 < a.overall["coverage_90"] <= 1.0 and a.overall["mase"] < 1.5
+    once = backtest(data, Spy(), num_windows=3, refit=False)
+    assert seen[3:] == [42] and once.overall["crps"] > 0
+
+
+def test_a_forecaster_returning_the_wrong_shape_is_named():
+    class Bad:
+        def fit(self, history):
+            return self
+
+        def sample(self, history, horizon, num_samples, future_covariates=None):
+            return torch.zeros(num_samples, horizon, history.num_series)
+
+    assert isinstance(Bad(), Forecaster)
+    with pytest.raises(ValueError, match=r"Bad.sample returned shape \[200, 6, 3\].*\[200, 3, 6\]"):
+        backtest(periodic(), Bad())
+
+
+def test_future_covariates_reach_the_forecaster():
+    data = load_dataset("seatbelts")
+    got = []
+
+    class Cov(SeasonalNaive):
+        def sample(self, history, horizon, num_samples, future_covariates=None):
+            got.append(future_covariates)
+            return super().sample(history, horizon, num_samples)
+
+    backtest(data, Cov(), num_windows=2)
+    torch.testing.assert_close(got[1], data.covariates[:, -12:])
+    assert got[0].shape == (1, 12, 1)
+
+
+def test_seasonal_naive_and_ets_reproduce_the_airpassengers_reference():
+    data = load_dataset("airpassengers")  # last 36 months held out
+    naive = backtest(data, SeasonalNaive(), num_samples=500).overall
+    assert naive["mape"] == pytest.approx(0.132, abs=0.003)
+    assert naive["mase"] == pytest.approx(1.97, abs=0.03)
+    ets = ETS()
+    res = backtest(data, ets, num_samples=1000).overall
+    assert ets.specs == [("mul", "add", "mul")]
+    assert res["mape"] == pytest.approx(0.065, abs=0.005)
+    assert res["mase"] == pytest.approx(0.96, abs=0.05)
+    assert res["crps"] == pytest.approx(19.2, rel=0.1)
+    assert 0.85 <= res["coverage_90"] <= 0.97
+    assert res["crps"] < naive["crps"] and res["wql"] < naive["wql"]
+
+
+def test_ets_falls_back_to_additive_terms_for_series_with_zeros():
+    data = periodic(n=2)
+    data.values[1, 5] = 0.0
+    ets = ETS().fit(data.slice(0, 54))
+    assert ets.specs == [("mul", "add", "mul"), ("add", "add", "add")]
+    assert ets.sample(data.slice(0, 54), 6, 50).shape == (50, 2, 6)
+
+
+def test_pyro_structural_baseline_forecasts_every_series():
+    data = periodic(n=2, t=36)
+    res = backtest(data, PyroStructural(num_steps=30), num_samples=50, keep_samples=True)
+    assert res.samples[0].shape == (50, 2, 6) and torch.isfinite(res.samples[0]).all()
+    assert np.isfinite(res.overall["crps"])
+
+
+@dataclass
+class LinearConfig:
+    context: int = 6
+    horizon: int = 6
+
+
+class DirectLinear(ZooModel):
+    """A tiny model with the SupportsForecast hooks: y[t:t+H] ~ Normal(W x[t-C:t] + b, s)."""
+
+    Config = LinearConfig
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        self.net = torch.nn.Linear(self.config.context, self.config.horizon)
+        self.log_scale = torch.nn.Parameter(torch.zeros(()))
+
+    @property
+    def input_dim(self):
+        return self.config.context
+
+    def forward(self, x, y=None):
+        loc = self.net(x)
+        with self.data_plate(x):
+            return pyro.sample("obs", dist.Normal(loc, self.log_scale.exp()).to_event(1), obs=y)
+
+    def training_windows(self, series):
+        c, h = self.config.context, self.config.horizon
+        w = series.values.unfold(1, c + h, 1).reshape(-1, c + h)
+        return w[:, :c], w[:, c:]
+
+    def forecast_inputs(self, series, horizon, future_covariates=None):
+        assert horizon == self.config.horizon
+        return series.values[:, -self.config.context :]
+
+
+def test_model_forecaster_fits_a_zoo_model_on_windows_and_samples_paths():
+    assert isinstance(DirectLinear(), PyroModule)
+    data = periodic(noise=0.05)
+    f = ModelForecaster(lambda s: DirectLinear(), epochs=120, lr=0.05, batch_size=64)
+    res = backtest(data, f, num_windows=2, num_samples=100, keep_samples=True)
+    assert res.samples[1].shape == (100, 3, 6)
+
+    class Climatology(SeasonalNaive):  # each series' mean, with its spread: no dynamics
+        def sample(self, history, horizon, num_samples, future_covariates=None):
+            v = history.values
+            return v.mean(1)[:, None] + v.std(1)[:, None] * torch.randn(
+                num_samples, *v.shape[:1], horizon
+            )
+
+    flat = backtest(data, Climatology(), num_windows=2, num_samples=100)
+    assert res.overall["mase"] < 0.5 * flat.overall["mase"], (res.overall, flat.overall)
+    assert res.overall["crps"] < 0.5 * flat.overall["crps"]
+    losses = f.history.column("loss")
+    assert len(losses) == 120 and losses[-1] < losses[0]
+    with pytest.raises(TypeError, match="has no training_windows"):
+        ModelForecaster(lambda s: torch.nn.Linear(1, 1)).fit(data)
