@@ -16,7 +16,7 @@ import pyro
 import torch
 from torch import Tensor
 
-from .forecast_metrics import forecast_metrics, seasonal_scale
+from .metrics.forecast import forecast_metrics, seasonal_scale
 
 __all__ = [
     "Backtest",
@@ -128,7 +128,7 @@ def backtest(
 
     Returns:
         A :class:`Backtest`: per-window ``t0, t1, t2``, wall times and metrics, and the scores
-        pooled over all windows (see :func:`inference.forecast_metrics.forecast_metrics`).
+        pooled over all windows (see :func:`inference.metrics.forecast_metrics`).
 
     Example:
         >>> result = backtest(load_dataset("visnights"), SeasonalNaive(), num_windows=3)

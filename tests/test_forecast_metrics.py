@@ -7,7 +7,7 @@ import properscoring
 import pytest
 import torch
 
-from inference.forecast_metrics import (
+from inference.metrics.forecast import (
     QUANTILES,
     crps_paths,
     exceedance_brier,

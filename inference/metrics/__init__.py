@@ -5,7 +5,8 @@ One module per seam: `validation` (input checks), `sorting` (the one chunked sor
 tables, the randomized PIT), `view` (a distribution or a sample set behind one interface),
 `calibration` (quantiles, intervals, PIT, proportions, interval and pinball scores),
 `regression` (NLL and the aggregate of scalar-target metrics), `multivariate` (energy score,
-marginals per dimension), `classification` and `density`. Every name is importable from
+marginals per dimension), `classification`, `density` and `forecast` (scores of sample paths
+[S, N, H]: MASE, wQL, MAPE, coverage, exceedance Brier). Every name is importable from
 `inference.metrics` as before the split.
 """
 
@@ -52,6 +53,14 @@ from .density import (
     iwae_from_log_weights,
 )
 from .discrete import is_discrete, randomized_pit
+from .forecast import (
+    crps_paths,
+    exceedance_brier,
+    forecast_metrics,
+    mean_weighted_quantile_loss,
+    seasonal_scale,
+    weighted_quantile_loss,
+)
 from .multivariate import energy_score, multivariate_metrics
 from .regression import (
     nll,
@@ -65,6 +74,12 @@ from .validation import (
 )
 
 __all__ = [
+    "crps_paths",
+    "exceedance_brier",
+    "forecast_metrics",
+    "mean_weighted_quantile_loss",
+    "seasonal_scale",
+    "weighted_quantile_loss",
     "DEFAULT_LEVELS",
     "PredictiveLike",
     "nll",

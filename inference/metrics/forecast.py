@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .metrics import crps_samples
+from .crps import crps_samples
 
 __all__ = [
     "QUANTILES",
