@@ -137,7 +137,9 @@ def backtest(
     horizon = data.horizon if horizon is None else int(horizon)
     min_train = 2 * data.period + 1 if min_train is None else min_train
     origins = forecast_origins(len(data), horizon, num_windows, stride, min_train)
-    make = (lambda: forecaster) if isinstance(forecaster, Forecaster) else forecaster
+    # a class has fit and sample too: only an instance is used as it is
+    instance = isinstance(forecaster, Forecaster) and not isinstance(forecaster, type)
+    make = (lambda: forecaster) if instance else forecaster
     fitted = None
     windows, all_samples, truths, scales, thresholds = [], [], [], [], []
     for k, t1 in enumerate(origins):

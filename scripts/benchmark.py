@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-BENCHMARKS = ["crps", "regression", "mdn", "classifiers", "vae", "flow", "bnn", "ddp"]
+BENCHMARKS = ["crps", "regression", "mdn", "classifiers", "vae", "flow", "bnn", "ddp", "forecast"]
 
 
 def main(argv: list[str] | None = None) -> int:
