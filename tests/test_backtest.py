@@ -47,7 +47,7 @@ def test_backtest_windows_hold_out_the_future_and_repeat_with_a_seed():
     assert [w["t1"] for w in a.windows] == [42, 48, 54] and seen == [42, 48, 54]
     assert [w["t2"] - w["t1"] for w in a.windows] == [6, 6, 6]
     assert a.samples[0].shape == (200, 3, 6) and len(a.per_horizon["crps"]) == 6
-    b = backtest(data, SeasonalNaive(), num_windows=3)
+    b = backtest(data, SeasonalNaive, num_windows=3)  # a class is a factory, called per window
     assert a.overall == b.overall  # same seeds, same windows
     assert 0.75 < a.overall["coverage_90"] <= 1.0 and a.overall["mase"] < 1.5
     once = backtest(data, Spy(), num_windows=3, refit=False)
