@@ -172,9 +172,15 @@ class PyroStructural:
         z = self._transform(y)
         self.mean, self.std = z.mean(0), z.std(0).clamp(min=1e-6)
         z = (z - self.mean) / self.std
-        pyro.clear_param_store()
-        self.forecaster = PyroForecaster(
-            LevelSeasonalModel(history.period),
+        # the guide's parameters live in the Forecaster module, never in Pyro's global store
+        with pyro.settings.context(module_local_params=True):
+            self.forecaster = self._make(z, history.period)
+        self.z = z
+        return self
+
+    def _make(self, z: Tensor, period: int) -> PyroForecaster:
+        return PyroForecaster(
+            LevelSeasonalModel(period),
             z,
             torch.zeros(len(z), 0),
             init_loc_fn=init_to_median,  # a flat level, no noise: random draws start far off
@@ -183,13 +189,14 @@ class PyroStructural:
             num_steps=self.num_steps,
             log_every=0,
         )
-        self.z = z
-        return self
 
     def sample(self, history, horizon, num_samples, future_covariates=None) -> Tensor:
         z = (self._transform(history.values.T) - self.mean) / self.std
         cov = torch.zeros(len(z) + horizon, 0)
-        pred = self.forecaster(z, cov, num_samples=num_samples)  # [S, H, N]
-        out = pred * self.std + self.mean
-        out = out.clamp(max=80).exp() if self.use_log else out
+        with pyro.settings.context(module_local_params=True):
+            pred = self.forecaster(z, cov, num_samples=num_samples)  # [S, H, N]
+        # an unconverged random walk can wander far in a few paths; 10 history standard
+        # deviations bound them (in the log scale, before exp) without touching the bulk
+        out = pred.clamp(-10, 10) * self.std + self.mean
+        out = out.exp() if self.use_log else out
         return _finish(out.transpose(1, 2), history.kind)

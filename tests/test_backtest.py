@@ -106,7 +106,10 @@ def test_ets_falls_back_to_additive_terms_for_series_with_zeros():
 
 def test_pyro_structural_baseline_forecasts_every_series():
     data = periodic(n=2, t=36)
-    res = backtest(data, PyroStructural(num_steps=30), num_samples=50, keep_samples=True)
+    f = PyroStructural(num_steps=30)
+    res = backtest(data, f, num_samples=50, keep_samples=True)
+    losses = f.forecaster.losses
+    assert len(losses) == 30 and sum(losses[-5:]) < sum(losses[:5])  # SVI moved the guide
     assert res.samples[0].shape == (50, 2, 6) and torch.isfinite(res.samples[0]).all()
     assert np.isfinite(res.overall["crps"])
 
