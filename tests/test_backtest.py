@@ -11,6 +11,7 @@ import pytest
 import torch
 from pyro.nn import PyroModule
 
+import zoo
 from inference.backtest import Forecaster, ModelForecaster, backtest, forecast_origins
 from inference.forecast_baselines import ETS, PyroStructural, SeasonalNaive
 from zoo.base import ZooModel
@@ -170,3 +171,18 @@ def test_model_forecaster_fits_a_zoo_model_on_windows_and_samples_paths():
     assert len(losses) == 120 and losses[-1] < losses[0]
     with pytest.raises(TypeError, match="has no training_windows"):
         ModelForecaster(lambda s: torch.nn.Linear(1, 1)).fit(data)
+
+
+@pytest.mark.skipif("forecast" not in zoo.MODELS, reason="the forecast family is not registered")
+def test_model_forecaster_backtests_the_zoo_forecaster_end_to_end():
+    cls = zoo.MODELS["forecast"]
+    data = load_dataset("visnights").select([0, 1, 2])
+
+    def build(series):
+        return zoo.build("forecast", **{**cls.data_overrides(series), **cls.tiny_config})
+
+    f = ModelForecaster(build, epochs=3, batch_size=64)
+    res = backtest(data, f, num_windows=2, num_samples=40, keep_samples=True)
+    assert [s.shape for s in res.samples] == [(40, 3, 8)] * 2
+    assert all(torch.isfinite(s).all() for s in res.samples)
+    assert np.isfinite(res.overall["crps"]) and len(res.per_horizon["wql"]) == 8
