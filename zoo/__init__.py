@@ -17,6 +17,7 @@ from .bnn import BNN
 from .classifier import BernoulliClassifier, CategoricalClassifier
 from .config import ConfigError, make_config, parse_overrides
 from .flow import ConditionalFlow, Flow
+from .forecast import Forecaster
 from .io import CheckpointError, load, save
 from .mdn import MDN
 from .regression import MSE, Regression
@@ -39,6 +40,7 @@ __all__ = [
     "MDN",
     "Flow",
     "ConditionalFlow",
+    "Forecaster",
     "ConfigError",
     "DataError",
     "CheckpointError",
@@ -58,6 +60,7 @@ MODELS: dict[str, type[ZooModel]] = {
     "mdn": MDN,
     "flow": Flow,
     "cflow": ConditionalFlow,
+    "forecast": Forecaster,
 }
 
 

@@ -36,10 +36,11 @@ __all__ = [
     "HasTemperature",
     "DeclaresPlateNesting",
     "plate_nesting",
+    "SupportsForecast",
 ]
 
 #: Which metrics apply to a model's predictions (``ZooModel.metric_kind``).
-MetricKind = Literal["continuous", "count", "class", "density"]
+MetricKind = Literal["continuous", "count", "class", "density", "forecast"]
 
 # "this batch stands for N data points": set only inside a training step (see data_size)
 _DATA_SIZE: contextvars.ContextVar[int | None] = contextvars.ContextVar("data_size", default=None)
@@ -344,3 +345,23 @@ class ZooModel(LocalParams, PyroModule):
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+
+# --- optional capabilities (checked by type in inference, never by a family's name) ---------
+@runtime_checkable
+class SupportsForecast(Protocol):
+    """A model that forecasts series: windows for training, inputs for an origin's forecast.
+
+    ``Predictive(model, guide=model.guide, num_samples=S)(model.forecast_inputs(series, H))``
+    gives ``obs`` of shape ``[S, N, H]``: sample paths of the H steps after each series.
+    """
+
+    def training_windows(self, series: Any) -> tuple[Tensor, Tensor]:
+        """``(x, y)`` windows cut from each series, for ``inference.fit``."""
+        ...
+
+    def forecast_inputs(
+        self, series: Any, horizon: int, future_covariates: Tensor | None = None
+    ) -> Tensor:
+        """Inputs ``x`` whose predictive ``obs`` are the next ``horizon`` steps of each series."""
+        ...

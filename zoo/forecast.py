@@ -1,0 +1,429 @@
+"""A global autoregressive RNN forecaster over many series (DeepAR, Salinas et al. 2020)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from torch import Tensor, nn
+
+from .base import DataError, ZooModel
+from .forecast_heads import DEFAULT_LEVELS, OUTPUTS, make_head, quantile_levels_ok
+
+__all__ = ["ForecastConfig", "Forecaster", "ForecastPath", "calendar_position"]
+
+
+@dataclass
+class ForecastConfig:
+    """Config of :class:`Forecaster`.
+
+    Arguments:
+        context_length: steps the RNN reads before the first forecast (0: two periods, >= 8).
+        horizon: steps forecast in training windows (the backtest may ask for other horizons).
+        period: seasonal period in steps (read off the data).
+        lags: lag indices fed as inputs (empty: 1, 2, 3 and period - 1, period, period + 1).
+        rnn: ``gru`` or ``lstm``.
+        hidden: RNN width.
+        layers: stacked RNN layers.
+        dropout: dropout between RNN layers.
+        output: normal, studentt, negbinomial, poisson, mixture, quantile or binned.
+        num_components: mixture components (output=mixture).
+        quantile_levels: levels of the quantile head (output=quantile).
+        num_bins: bins of the binned head over ``bin_low .. bin_high`` scaled units.
+        num_covariates: covariates known in advance (read off the data).
+        harmonics: sin/cos pairs of the position in the period.
+        max_windows: training windows drawn from the data at most (evenly spaced starts).
+    """
+
+    context_length: int = 0
+    horizon: int = 8
+    period: int = 1
+    lags: tuple[int, ...] = ()
+    rnn: Literal["gru", "lstm"] = "lstm"
+    hidden: int = 40
+    layers: int = 2
+    dropout: float = 0.1
+    output: str = "studentt"
+    num_components: int = 3
+    quantile_levels: tuple[float, ...] = DEFAULT_LEVELS
+    num_bins: int = 200
+    bin_low: float = -5.0
+    bin_high: float = 5.0
+    num_covariates: int = 0
+    harmonics: int = 2
+    max_windows: int = 4000
+
+    def validate(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(
+                f"output {self.output!r} is unknown; choose one of {', '.join(OUTPUTS)}"
+            )
+        if min(self.horizon, self.period, self.hidden, self.layers, self.max_windows) < 1:
+            raise ValueError("horizon, period, hidden, layers and max_windows must be >= 1")
+        if self.context_length < 0 or self.num_covariates < 0 or self.harmonics < 0:
+            raise ValueError("context_length, num_covariates and harmonics must be >= 0")
+        if any(lag < 1 for lag in self.lags):
+            raise ValueError(f"lags must be >= 1; got {self.lags}")
+        if not quantile_levels_ok(self.quantile_levels):
+            raise ValueError("quantile_levels must be two or more distinct levels in (0, 1)")
+        if self.num_bins < 2 or not self.bin_low < self.bin_high:
+            raise ValueError("num_bins must be >= 2 and bin_low < bin_high")
+
+
+def calendar_position(time: Any, freq: str, period: int) -> Tensor:
+    """Each step's position in the period, from its time label, so slices of one data agree.
+
+    The position in the next calendar unit up (month of year for ``M``, quarter for ``Q``,
+    hour of day for ``h``, half hour for ``30min``, weekday for ``D``) modulo ``period``;
+    integer time labels are used as they are.
+    """
+    t = np.asarray(time)
+    if np.issubdtype(t.dtype, np.datetime64):
+        unit = {"M": "M", "Q": "M", "h": "h", "30min": "m", "D": "D"}.get(freq, "D")
+        n = t.astype(f"datetime64[{unit}]").astype(np.int64)
+        if freq == "Q":
+            n = n // 3
+        elif freq == "30min":
+            n = n // 30
+        elif unit == "D":
+            n = n + 3  # 1970-01-01 was a Thursday: 0 is Monday
+    else:
+        n = t.astype(np.int64)
+    return torch.as_tensor(np.mod(n, period), dtype=torch.float32)
+
+
+class ForecastPath(dist.TorchDistribution):
+    """p(y_{t+1:t+T} | context) of a batch of series: the RNN's autoregressive path distribution.
+
+    ``log_prob`` runs the RNN over the true path (teacher forcing); ``sample`` feeds each step's
+    draw back as the next step's lag, so a batch ``[S, N]`` (a plate of samples around the
+    model) carries its own RNN states and gives ``[S, N, T]`` paths.
+    """
+
+    arg_constraints = {}
+    has_rsample = False
+
+    def __init__(self, model, state, history, features, scale, validate_args=None):
+        self.model, self.state, self.history, self.features, self.scale = (
+            model, state, history, features, scale,
+        )  # fmt: skip
+        super().__init__(scale.shape, features.shape[-2:-1], validate_args=validate_args)
+
+    @property
+    def support(self):
+        count = self.model.head.kind == "count"
+        base = constraints.nonnegative_integer if count else constraints.real
+        return constraints.independent(base, 1)
+
+    def expand(self, batch_shape, _instance=None):
+        b = torch.Size(batch_shape)
+        state = tuple(s.expand(*b, *s.shape[-2:]) for s in self.state)
+        return ForecastPath(
+            self.model,
+            state,
+            self.history.expand(*b, -1),
+            self.features.expand(*b, *self.features.shape[-2:]),
+            self.scale.expand(b),
+        )
+
+    def _flat(self):
+        state = tuple(s.reshape(-1, *s.shape[-2:]).transpose(0, 1).contiguous() for s in self.state)
+        return (
+            state,
+            self.history.reshape(-1, self.history.shape[-1]),
+            self.features.reshape(-1, *self.features.shape[-2:]),
+            self.scale.reshape(-1),
+        )
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        d = self.expand(shape) if shape != self.batch_shape else self
+        state, history, features, scale = d._flat()
+        y = value.expand(*shape, -1).reshape(len(scale), -1)
+        z = torch.cat([history, y / scale[:, None]], -1)
+        step = self.model.path_dist(state, z, features, scale)
+        return step.log_prob(y).sum(-1).reshape(shape)
+
+    def sample(self, sample_shape=()):
+        sample_shape = torch.Size(sample_shape)
+        d = self.expand(sample_shape + self.batch_shape) if sample_shape else self
+        state, z, features, scale = d._flat()
+        horizon = features.shape[1]
+        path = []
+        with torch.no_grad():
+            for h in range(horizon):
+                step, state = self.model.step_dist(state, z, features[:, h : h + 1], scale)
+                y = step.sample()[:, 0]
+                path.append(y)
+                z = torch.cat([z, (y / scale)[:, None]], -1)
+        return torch.stack(path, -1).reshape(*d.batch_shape, horizon)
+
+
+class Forecaster(ZooModel):
+    """DeepAR-style global forecaster: an RNN over lags, calendar and covariates of each series.
+
+    Inputs ``x [N, P + T, 2 + C]``, per series window: channel 0 the target (the first
+    ``P = context_length + max(lags)`` steps are the observed past; the last ``T`` are ignored,
+    zero in :meth:`forecast_inputs`), channel 1 each step's position in the period (0 ..
+    period - 1, see :func:`calendar_position`), channels 2.. the ``C`` covariates, known over
+    the whole span. ``y [N, T]`` holds the ``T`` targets after the past; it is observed at
+    ``obs`` with teacher forcing. Without ``y`` the model samples the ``T`` steps
+    autoregressively, so ``Predictive(model, guide=model.guide, num_samples=S)(x)["obs"]`` is
+    ``[S, N, T]``. Each window is divided by its mean ``|y|`` over the context (DeepAR's
+    scaling) and the head multiplies it back inside the distribution.
+
+    Arguments:
+        config: a :class:`ForecastConfig`; keyword overrides are applied on top.
+
+    Example:
+        >>> model = zoo.build("forecast", **Forecaster.data_overrides(series))
+        >>> fit(model, model.training_windows(series.slice(0, -8)))
+        >>> paths = predict(model, model.forecast_inputs(series.slice(0, -8), 8)).samples
+    """
+
+    Config = ForecastConfig
+    description = "DeepAR-style global RNN forecaster (lags, calendar, covariates, many heads)"
+    default_dataset = "visnights"
+    tiny_config = {"hidden": 8, "layers": 1, "context_length": 4, "horizon": 3, "period": 4}
+    default_fit = {"epochs": 150, "lr": 3e-3, "batch_size": 128, "patience": 20}
+    target_is_input = False
+
+    def __init__(self, config: ForecastConfig | None = None, **overrides):
+        super().__init__(config, **overrides)
+        c = self.config
+        self.context_length = c.context_length or max(8, 2 * c.period)
+        lags = c.lags or (1, 2, 3, c.period - 1, c.period, c.period + 1)
+        self.lags = tuple(sorted({int(lag) for lag in lags if lag >= 1}))
+        self.past_length = self.context_length + max(self.lags)
+        self.num_harmonics = min(c.harmonics, c.period // 2) if c.period > 1 else 0
+        self.head = make_head(
+            c.output,
+            num_components=c.num_components,
+            levels=c.quantile_levels,
+            num_bins=c.num_bins,
+            bin_range=(c.bin_low, c.bin_high),
+        )
+        inputs = len(self.lags) + 2 * self.num_harmonics + c.num_covariates + 1
+        rnn = nn.GRU if c.rnn == "gru" else nn.LSTM
+        drop = c.dropout if c.layers > 1 else 0.0
+        self.rnn = rnn(inputs, c.hidden, c.layers, batch_first=True, dropout=drop)
+        self.proj = nn.Linear(c.hidden, self.head.num_outputs)
+        # covariate standardization, fitted on the training windows (saved with the weights)
+        self.register_buffer("cov_mean", torch.zeros(c.num_covariates))
+        self.register_buffer("cov_std", torch.ones(c.num_covariates))
+        self.register_buffer("lag_index", torch.tensor(self.lags))
+
+    # --- the network ---------------------------------------------------------------------
+    def _features(self, x: Tensor, scale: Tensor) -> Tensor:
+        """Per-step inputs but the lags: harmonics, standardized covariates, log scale."""
+        parts = []
+        if self.num_harmonics:
+            k = torch.arange(1, self.num_harmonics + 1, device=x.device, dtype=x.dtype)
+            angle = 2 * math.pi * x[..., 1:2] * k / self.config.period
+            parts += [angle.sin(), angle.cos()]
+        if self.config.num_covariates:
+            parts.append((x[..., 2:] - self.cov_mean) / self.cov_std)
+        parts.append(scale.log1p()[:, None, None].expand(*x.shape[:2], 1))
+        return torch.cat(parts, -1)
+
+    def _lags(self, z: Tensor, steps: int) -> Tensor:
+        """Lag inputs ``[B, steps, L]`` of the last ``steps`` positions of ``z`` (values unused)."""
+        pos = z.shape[1] - steps + torch.arange(steps, device=z.device)
+        return z[:, pos[:, None] - self.lag_index[None, :]]
+
+    def _run(self, state: tuple[Tensor, ...], inputs: Tensor):
+        """RNN outputs projected to head outputs, and the new state as a tuple (h,) or (h, c)."""
+        hx = None if not state else state[0] if len(state) == 1 else state
+        out, hx = self.rnn(inputs, hx)
+        return self.proj(out), (hx,) if isinstance(hx, Tensor) else hx
+
+    def path_dist(self, state, z: Tensor, features: Tensor, scale: Tensor):
+        """Per-step distributions ``[B, T]`` with teacher forcing on the scaled path ``z``."""
+        inputs = torch.cat([self._lags(z, features.shape[1]), features], -1)
+        out, _ = self._run(state, inputs)
+        return self.head(out, scale[:, None])
+
+    def step_dist(self, state, z: Tensor, features: Tensor, scale: Tensor):
+        """The next step's distribution ``[B, 1]`` after the scaled history ``z``."""
+        zz = torch.cat([z, z.new_zeros(len(z), 1)], -1)  # the position being predicted
+        inputs = torch.cat([self._lags(zz, 1), features], -1)
+        out, state = self._run(state, inputs)
+        return self.head(out, scale[:, None]), state
+
+    def encode(self, x: Tensor):
+        """Scale ``[N]``, RNN state after the context, scaled past ``[N, P]`` and features."""
+        p, c = self.past_length, self.context_length
+        past = x[:, :p, 0]
+        scale = past[:, -c:].abs().mean(-1)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        z = past / scale[:, None]
+        features = self._features(x[:, p - c :], scale)
+        inputs = torch.cat([self._lags(z, c), features[:, :c]], -1)
+        _, state = self._run((), inputs)
+        state = tuple(s.transpose(0, 1) for s in state)  # batch first, for plates to expand
+        return scale, state, z, features[:, c:]
+
+    def predictive_distribution(self, x: Tensor) -> ForecastPath:
+        scale, state, z, future = self.encode(x)
+        return ForecastPath(self, state, z, future, scale)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        d = self.predictive_distribution(x)
+        with self.data_plate(x):
+            return pyro.sample("obs", d, obs=y)
+
+    # --- data ----------------------------------------------------------------------------
+    @property
+    def metric_kind(self) -> str:
+        return "forecast"
+
+    @property
+    def target_kind(self) -> str:
+        """``continuous`` or ``count``: which values the output distribution supports."""
+        return self.head.kind
+
+    @property
+    def min_history(self) -> int:
+        """Steps of history needed before a forecast origin (context plus the largest lag)."""
+        return self.past_length
+
+    @property
+    def min_train_length(self) -> int:
+        """Steps a series needs for one training window."""
+        return self.past_length + self.config.horizon
+
+    @classmethod
+    def data_overrides(cls, dataset: Any) -> dict[str, Any]:
+        if not hasattr(dataset, "period"):
+            return super().data_overrides(dataset)
+        cov = dataset.covariates
+        out = {
+            "period": int(dataset.period),
+            # training windows predict up to a period (or 8 steps) ahead, so short single
+            # series still give many windows; forecasts may run further autoregressively
+            "horizon": min(int(dataset.horizon), max(int(dataset.period), 8)),
+            "num_covariates": 0 if cov is None else int(cov.shape[-1]),
+        }
+        if getattr(dataset, "kind", "continuous") == "count":
+            out["output"] = "negbinomial"
+        return out
+
+    def check_data(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        channels = 2 + self.config.num_covariates
+        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[2] != channels:
+            got = list(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise DataError(
+                f"x must have shape [N, {self.past_length} + T, {channels}] (target, position"
+                f" in period, covariates); got {got}. Build it with forecast_inputs"
+            )
+        if x.shape[1] <= self.past_length:
+            raise DataError(
+                f"x has {x.shape[1]} steps; it needs the past {self.past_length} plus the horizon"
+            )
+        bad = ~torch.isfinite(x[:, : self.past_length])
+        if bad.any():
+            row, step = (int(i) for i in bad.nonzero()[0][:2])
+            raise DataError(f"x has NaN or inf at row {row}, step {step}; clean or impute it")
+        if y is None:
+            return x.float(), None
+        y = torch.as_tensor(y, dtype=x.dtype)
+        want = (len(x), x.shape[1] - self.past_length)
+        if tuple(y.shape) != want:
+            raise DataError(f"y must have shape {list(want)}; got {list(y.shape)}")
+        self.head.check_support(y)
+        if self.head.kind == "count":
+            self.head.check_support(x[:, : self.past_length, 0])
+        return x, y
+
+    def val_score(self, x: Tensor, y: Tensor | None) -> float:
+        """Held-out negative log density per step (teacher forcing over the horizon)."""
+        with torch.no_grad():
+            return float(-self.predictive_distribution(x).log_prob(y).mean() / y.shape[-1])
+
+    def example_inputs(self, n: int = 8) -> Tensor:
+        steps = self.past_length + self.config.horizon
+        t = torch.arange(steps, dtype=torch.float32)
+        level = 5 + 4 * torch.rand(n, 1)
+        season = torch.sin(2 * math.pi * t / self.config.period)
+        target = (level * (1 + 0.3 * season) + torch.randn(n, steps)).clamp(min=0).round()
+        phase = (t + torch.randint(self.config.period, (n, 1))) % self.config.period
+        cov = torch.randn(n, steps, self.config.num_covariates)
+        return torch.cat([target[..., None], phase[..., None], cov], -1)
+
+    # --- windows from series data (the SupportsForecast hooks) ---------------------------
+    def _inputs(self, series, values: Tensor, horizon: int, future_cov: Tensor | None) -> Tensor:
+        n, t = values.shape
+        time = np.asarray(series.time)
+        pos = calendar_position(time, series.freq, self.config.period)
+        # future labels continue the last step (datetime64[M] keeps month arithmetic exact)
+        step = time[-1] - time[-2] if t > 1 else 1
+        future_time = time[-1] + step * np.arange(1, horizon + 1)
+        pos = torch.cat([pos, calendar_position(future_time, series.freq, self.config.period)])
+        channels = [torch.cat([values, values.new_zeros(n, horizon)], 1), pos.expand(n, -1)]
+        if self.config.num_covariates:
+            if future_cov is None:
+                raise DataError(
+                    f"the model uses {self.config.num_covariates} covariates: pass"
+                    f" future_covariates [N, {horizon}, C] known over the horizon"
+                )
+            cov = torch.cat([series.covariates, torch.as_tensor(future_cov, dtype=values.dtype)], 1)
+            return torch.cat([torch.stack(channels, -1), cov], -1)
+        return torch.stack(channels, -1)
+
+    def _check_series(self, series, need: int, what: str, extra: str = "") -> None:
+        if self.head.kind == "count":
+            v = series.values
+            bad = (v < 0) | (v != v.round())
+            if bad.any():
+                i, j = (int(k) for k in bad.nonzero()[0])
+                raise DataError(
+                    f"output {self.config.output} needs non-negative integer counts; series"
+                    f" {series.names[i]!r} has {float(v[i, j])} at position {j}"
+                )
+        if len(series) < need:
+            raise DataError(
+                f"series of length {len(series)} are too short for {what}: it needs {need}"
+                f" steps (context_length {self.context_length} + largest lag {max(self.lags)}"
+                f"{extra}); set a smaller context_length or fewer lags"
+            )
+
+    def training_windows(self, series) -> tuple[Tensor, Tensor]:
+        """Windows ``(x, y)`` of length past + horizon from every series, for :func:`fit`.
+
+        Starts are evenly spaced (at most ``max_windows`` in all) and always include the most
+        recent window; covariate means and scales are fitted here, on the training data.
+        """
+        p, h = self.past_length, self.config.horizon
+        self._check_series(series, p + h, "training windows", f" + horizon {h}")
+        if self.config.num_covariates:
+            cov = series.covariates.reshape(-1, series.covariates.shape[-1])
+            self.cov_mean.copy_(cov.mean(0))
+            self.cov_std.copy_(cov.std(0).nan_to_num(1.0).clamp(min=1e-6))
+        none = series.covariates[:, :0] if self.config.num_covariates else None
+        full = self._inputs(series, series.values, 0, none)
+        n, t = series.values.shape
+        per_series = max(1, self.config.max_windows // n)
+        starts = (
+            torch.linspace(t - p - h, 0, min(per_series, t - p - h + 1)).round().long().unique()
+        )
+        idx = starts[:, None] + torch.arange(p + h)[None]
+        x = full[:, idx].reshape(-1, p + h, full.shape[-1])
+        y = x[:, p:, 0].clone()
+        x[:, p:, 0] = 0
+        return x, y
+
+    def forecast_inputs(
+        self, series, horizon: int, future_covariates: Tensor | None = None
+    ) -> Tensor:
+        """``x [N, past + horizon, 2 + C]``: each series' last past and the horizon's calendar."""
+        if horizon < 1:
+            raise DataError(f"horizon must be >= 1; got {horizon}")
+        self._check_series(series, self.past_length, "a forecast")
+        x = self._inputs(series, series.values, horizon, future_covariates)
+        return x[:, -(self.past_length + horizon) :]
