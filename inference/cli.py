@@ -84,6 +84,8 @@ def summary_line(m: dict[str, Any]) -> str:
         ("coverage_90", "90% coverage"),
         ("crps", "CRPS"),
         ("energy_score", "energy score"),
+        ("wql", "wQL"),
+        ("mase", "MASE"),
         ("accuracy", "accuracy"),
         ("ece", "ECE"),
         ("brier", "Brier"),

@@ -106,6 +106,8 @@ def evaluate(
         logits = model.logits(x) if isinstance(model, HasLogits) else None
         out.update(metrics.classification_metrics(probs, y.long(), logits=logits))
         out.update(uncertainty_split(model, x, num_samples))
+    elif kind == "forecast":
+        out.update(forecast_path_metrics(model, x, y, num_samples, chunk_size))
     elif kind == "density":
         # a model may set its own IWAE sample count K, else the default
         k = int(model.iwae_samples) if isinstance(model, HasIWAESamples) else 100
@@ -138,6 +140,34 @@ def uncertainty_split(model, x: Tensor, num_samples: int = 200) -> dict[str, flo
         "epistemic_std": float(u.epistemic_std.mean()),
         "aleatoric_std": float(u.aleatoric_std.mean()),
     }
+
+
+def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_size: int):
+    """Scores of sample paths ``[S, N, H]`` against ``y [N, H]``: overall and per horizon step.
+
+    The point scores pool every series and step; ``per_horizon`` has one value per step; ``nll``
+    is the model's held-out NLL per step (``val_score``) where it has one.
+    """
+    from .forecast_metrics import forecast_metrics
+
+    x, y = model.check_data(x, y)
+    s = predictive_samples(model, x, num_samples, chunk_size=chunk_size)["obs"]
+    y = y.to(s.device)
+    out: dict[str, Any] = {"horizon": int(y.shape[1])}
+    for level in LEVELS:  # no MASE here: the split holds no history to scale by
+        scores = forecast_metrics(s.cpu(), y.cpu(), torch.ones(len(y)), level=level)
+        pct = f"{round(level * 100):d}"
+        if level == 0.9:
+            out.update({k: v for k, v in scores["overall"].items() if k != "mase"})
+            per_h = {k: v for k, v in scores["per_horizon"].items() if k != "mase"}
+        out[f"coverage_{pct}"] = scores["overall"][f"coverage_{pct}"]
+        out[f"width_{pct}"] = scores["overall"][f"width_{pct}"]
+    out["per_horizon"] = per_h
+    try:
+        out["nll"] = float(model.val_score(x, y))
+    except NotImplementedError:
+        pass
+    return out
 
 
 def model_density_metrics(model, x: Tensor, *, true_log_prob=None, iwae_samples: int = 100):

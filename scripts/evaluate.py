@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import zoo  # noqa: E402
 from inference import evaluate, resolve_device, write_plots  # noqa: E402
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
+from inference.forecasting import forecast_split, holdout  # noqa: E402
 from zoo.io import read_config  # noqa: E402
 
 
@@ -35,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out or args.run_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, zoo.datasets.SeriesData):  # the held-out horizon of every series
+        history, future = holdout(data)
+        metrics = evaluate(
+            model, forecast_split(model, history, future), num_samples=args.num_samples
+        )
+        write_json(out / "metrics_eval.json", metrics)
+        print(f"{meta['model']} on {meta.get('dataset')}: {summary_line(metrics)}")
+        return 0
     metrics = evaluate(
         model, data.test, num_samples=args.num_samples, true_log_prob=data.true_log_prob
     )

@@ -25,8 +25,10 @@ from inference.calibrate import before_after, check_temperature_model, fit_tempe
 from inference.checkpoint import load_training_state, save_training_state  # noqa: E402
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from inference.fit import fit_config  # noqa: E402
+from inference.forecasting import forecast_run  # noqa: E402
 from inference.runs import HistoryWriter, create_run_dir, discard_unless_checkpointed  # noqa: E402
 from inference.signals import StopSignals  # noqa: E402
+from zoo.base import SupportsForecast  # noqa: E402
 
 
 def make_parser() -> Parser:
@@ -36,6 +38,24 @@ def make_parser() -> Parser:
     p.add_argument("--dataset", help="dataset name (default: the model's own)")
     p.add_argument("--data-dir", help="folder of files for datasets read from disk (MNIST)")
     p.add_argument("--data-seed", type=int, help="seed of the data split (default 0)")
+    p.add_argument(
+        "--data-args",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset loader arguments, e.g. --data-args horizon=12 impute=true",
+    )
+    p.add_argument(
+        "--backtest-windows",
+        type=int,
+        default=3,
+        help="series data: rolling-origin backtest windows for the model and baselines (0: off)",
+    )
+    p.add_argument(
+        "--baselines",
+        default="seasonal_naive,ets",
+        help="series data: comma-separated baselines (seasonal_naive, ets, pyro_structural)",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -161,6 +181,7 @@ def run(args, stop: StopSignals) -> int:
         dataset_name = args.dataset or zoo.MODELS[name].default_dataset
         data_seed = args.data_seed if args.data_seed is not None else 0
         data_kwargs = {"data_dir": args.data_dir} if args.data_dir else {}
+        data_kwargs.update(parse_values(zoo.parse_overrides(args.data_args)))
         if args.data_dir and "data_dir" not in zoo.datasets.dataset_options(dataset_name):
             readers = [
                 d for d in zoo.datasets.DATASETS if "data_dir" in zoo.datasets.dataset_options(d)
@@ -207,6 +228,11 @@ def run(args, stop: StopSignals) -> int:
     def save_state(s):
         save_training_state(run_dir, {**s, "run": {**extra, "saved": dict(saved)}})
 
+    if isinstance(data, zoo.datasets.SeriesData):
+        if state is not None:
+            fail("--resume is not supported for series data yet; start the run again")
+        save_best.extra = extra
+        return train_series(args, name, model, data, run_dir, fit_cfg, overrides, save_best)
     try:
         rows = state["rows"] if state else None
         history_csv = HistoryWriter(run_dir / "history.csv", rows) if ctx.is_rank0 else None
@@ -279,6 +305,50 @@ def run(args, stop: StopSignals) -> int:
     print(f"{name} on {dataset_name}: {summary_line(metrics)}")
     if before is not None:
         print(f"{scaled.summary}; before it: {summary_line(before)}")
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def parse_values(items: dict[str, str]) -> dict:
+    """Loader arguments from the command line: booleans, numbers and comma lists converted."""
+    out = {}
+    for key, value in items.items():
+        low = value.lower()
+        if low in ("true", "false"):
+            out[key] = low == "true"
+        elif "," in value:
+            out[key] = [v for v in value.split(",") if v]
+        else:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
+def train_series(args, name, model, data, run_dir, fit_cfg, overrides, checkpoint) -> int:
+    """Series data: fit on the history, score the held-out horizon, backtest against baselines."""
+    if not isinstance(model, SupportsForecast):
+        fail(f"model {name!r} does not forecast series (no SupportsForecast hooks)")
+    metrics = forecast_run(
+        model,
+        data,
+        run_dir,
+        lambda history: zoo.build(name, **overrides),
+        fit_cfg,
+        checkpoint=checkpoint,
+        num_samples=args.num_samples,
+        backtest_windows=args.backtest_windows,
+        baseline_names=tuple(b for b in args.baselines.split(",") if b),
+        seed=fit_cfg.seed,
+    )
+    zoo.save(model, run_dir, extra={"epoch": metrics["best_epoch"], **checkpoint.extra})
+    table = metrics.pop("baseline_table", None)
+    write_json(run_dir / "metrics.json", metrics)
+    print(f"{name} on {data.name}: {summary_line(metrics)}")
+    if table:
+        windows = metrics["backtest"]["num_windows"]
+        print(f"rolling-origin backtest, {windows} window(s) of {data.horizon} steps:\n{table}")
     print(f"run folder: {run_dir}")
     return 0
 

@@ -1,0 +1,279 @@
+"""The forecast family: heads, scaling inside the distribution, paths, hooks, summaries, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pyro.infer import Predictive, Trace_ELBO
+
+import zoo
+from inference.forecast_summary import fan_chart, summarize_paths
+from inference.forecasting import forecast_split, holdout
+from zoo.base import SupportsForecast
+from zoo.datasets import SeriesData
+from zoo.forecast import calendar_position
+from zoo.forecast_heads import OUTPUTS, QuantileDistribution, make_head
+from zoo.likelihoods import TargetError
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"hidden": 8, "layers": 1, "context_length": 4, "horizon": 3, "period": 4}
+
+
+def tiny(**kw) -> zoo.Forecaster:
+    return zoo.build("forecast", **{**TINY, **kw})
+
+
+def series(n=3, t=40, period=4, kind="continuous", cov=0, seed=0) -> SeriesData:
+    g = torch.Generator().manual_seed(seed)
+    steps = torch.arange(t, dtype=torch.float32)
+    level = 10 + 40 * torch.rand(n, 1, generator=g)
+    v = level * (1 + 0.3 * torch.sin(2 * math.pi * steps / period)) + torch.randn(n, t, generator=g)
+    v = v.clamp(min=0).round() if kind == "count" else v
+    return SeriesData(
+        "synthetic", v, period=period, freq="M", horizon=3, kind=kind,
+        names=[f"s{i}" for i in range(n)], time=np.datetime64("2000-01", "M") + np.arange(t),
+        covariates=torch.randn(n, t, cov, generator=g) if cov else None,
+        covariate_names=[f"c{i}" for i in range(cov)],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_every_head_trains_and_samples_paths(output, rnn):
+    model = tiny(output=output, rnn=rnn, num_covariates=1)
+    x = model.example_inputs(6)
+    y = Predictive(model, num_samples=1)(x)["obs"][0]
+    loss = Trace_ELBO()(model, model.guide)(x, y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+    paths = Predictive(model, num_samples=9, parallel=True)(x)["obs"]
+    assert paths.shape == (9, 6, 3) and torch.isfinite(paths).all()
+    if model.target_kind == "count":
+        assert (paths >= 0).all() and (paths == paths.round()).all()
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_path_log_prob_is_the_sum_of_autoregressive_step_densities(output):
+    # log_prob (teacher forcing in one RNN call) and sample (one step at a time) must agree
+    model = tiny(output=output).eval()
+    x = model.example_inputs(5)
+    with torch.no_grad():
+        d = model.predictive_distribution(x)
+        y = d.sample()
+        state, z, features, scale = d._flat()
+        total = torch.zeros(5)
+        for h in range(y.shape[1]):
+            step, state = model.step_dist(state, z, features[:, h : h + 1], scale)
+            total += step.log_prob(y[:, h : h + 1])[:, 0]
+            z = torch.cat([z, (y[:, h] / scale)[:, None]], -1)
+        torch.testing.assert_close(d.log_prob(y), total, rtol=1e-4, atol=1e-4)
+
+
+def test_parallel_and_sequential_predictive_draw_from_the_same_paths():
+    model = tiny(output="normal").eval()
+    x = model.example_inputs(4)
+    torch.manual_seed(1)
+    a = Predictive(model, num_samples=4000, parallel=True)(x)["obs"]
+    b = Predictive(model, num_samples=400, parallel=False)(x)["obs"]
+    assert a.shape == (4000, 4, 3) and b.shape == (400, 4, 3)
+    se = a.std(0) / math.sqrt(400)
+    assert ((a.mean(0) - b.mean(0)).abs() < 5 * se).all()
+
+
+@pytest.mark.parametrize("name", ["normal", "studentt", "mixture", "quantile", "binned"])
+def test_continuous_heads_undo_the_scale_in_the_distribution(name):
+    head = make_head(name)
+    out = torch.randn(50, head.num_outputs)
+    torch.manual_seed(0)
+    unit = head(out, torch.ones(50))
+    unit_draws = unit.sample((20,))
+    torch.manual_seed(0)
+    scaled = head(out, torch.full((50,), 7.0))
+    # the same outputs and draws at 7 times the scale: 7 times the value, density / 7 (the
+    # quantile head's quasi-likelihood is a product of one density per level)
+    torch.testing.assert_close(scaled.sample((20,)), 7 * unit_draws)
+    per = len(head.levels) if name == "quantile" else 1
+    torch.testing.assert_close(
+        scaled.log_prob(7 * unit_draws), unit.log_prob(unit_draws) - per * math.log(7.0)
+    )
+
+
+@pytest.mark.parametrize("name", ["negbinomial", "poisson"])
+def test_count_heads_multiply_the_mean_by_the_scale(name):
+    head = make_head(name)
+    out = torch.randn(50, head.num_outputs)
+    torch.testing.assert_close(
+        head(out, torch.full((50,), 7.0)).mean, 7 * head(out, torch.ones(50)).mean
+    )
+
+
+def test_quantile_head_is_pinball_loss_and_samples_its_quantiles():
+    levels = torch.tensor([0.1, 0.5, 0.9])
+    q = torch.tensor([[-1.0, 0.0, 2.0]])
+    s = torch.tensor([3.0])
+    d = QuantileDistribution(q * s, levels, s)
+    y = torch.tensor([[-5.0], [0.5], [9.0]])
+    pinball = sum(
+        ((y[:, 0] - q[0, k] * 3) * (levels[k] - (y[:, 0] < q[0, k] * 3).float())) for k in range(3)
+    )
+    lp = d.expand(torch.Size([3])).log_prob(y[:, 0])
+    # log_prob = -pinball / scale + a constant that does not depend on y
+    const = lp + pinball / 3
+    torch.testing.assert_close(const, const[:1].expand(3))
+    draws = d.sample((200000,))[:, 0]
+    for k in range(3):
+        assert float(torch.quantile(draws, levels[k])) == pytest.approx(
+            float(q[0, k] * 3), abs=0.05
+        )
+    # the tails are unbounded, beyond the outermost levels
+    assert draws.min() < -3.0 and draws.max() > 6.0
+
+
+def test_binned_head_is_a_density_in_data_units():
+    head = make_head("binned", num_bins=50, bin_range=(-2.0, 3.0))
+    d = head(torch.randn(1, 50), torch.tensor([4.0]))
+    dy = 20.0 / 100000
+    grid = -8.0 + dy * (torch.arange(100000, dtype=torch.float64) + 0.5)  # bin midpoints
+    mass = d.log_prob(grid[:, None].float()).double().exp().sum() * dy
+    assert float(mass) == pytest.approx(1.0, abs=1e-3)
+    draws = d.sample((5000,))
+    assert draws.min() >= -8.0 and draws.max() <= 12.0
+
+
+def test_count_heads_refuse_negative_and_fractional_targets_with_row_and_step():
+    model = tiny(output="negbinomial")
+    x = model.example_inputs(4)
+    y = torch.ones(4, 3)
+    y[2, 1] = -1.0
+    with pytest.raises(TargetError, match=r"non-negative integers.*row 2, step 1 has -1.0"):
+        model.check_data(x, y)
+    x[1, 0, 0] = float("nan")
+    with pytest.raises(zoo.DataError, match="NaN or inf at row 1, step 0"):
+        model.check_data(x, torch.ones(4, 3))
+    s = series(kind="count")
+    s.values[1, 5] = -2.0
+    with pytest.raises(zoo.DataError, match="series 's1' has -2.0 at position 5"):
+        model.training_windows(s)
+
+
+def test_hooks_windows_and_forecast_inputs():
+    data = series(n=3, t=40, cov=2)
+    model = zoo.build("forecast", **{**TINY, **zoo.Forecaster.data_overrides(data)})
+    assert isinstance(model, SupportsForecast)
+    assert model.config.num_covariates == 2 and model.config.period == 4
+    x, y = model.training_windows(data)
+    p = model.past_length
+    assert x.shape[1:] == (p + 3, 4) and y.shape == (len(x), 3)
+    assert (x[:, p:, 0] == 0).all()  # the targets to forecast are not in the inputs
+    # the most recent window ends at the last step
+    per_series = len(x) // 3
+    torch.testing.assert_close(y[per_series - 1], data.values[0, -3:])
+    history, future = holdout(data, 5)
+    split = forecast_split(model, history, future)
+    assert split.x.shape == (3, p + 5, 4)
+    # calendar positions of the future steps are those of the held-out steps
+    full = calendar_position(data.time, "M", 4)
+    torch.testing.assert_close(split.x[0, -5:, 1], full[-5:])
+    torch.testing.assert_close(split.x[:, -5:, 2:], future.covariates)
+    paths = Predictive(model, num_samples=6, parallel=True)(split.x)["obs"]
+    assert paths.shape == (6, 3, 5)
+    with pytest.raises(zoo.DataError, match="pass future_covariates"):
+        model.forecast_inputs(history, 5)
+    with pytest.raises(zoo.DataError, match="too short for a forecast"):
+        model.forecast_inputs(data.slice(0, p - 1), 2, torch.zeros(3, 2, 2))
+
+
+def test_calendar_positions_follow_the_time_labels():
+    months = np.datetime64("2001-03", "M") + np.arange(5)
+    assert calendar_position(months, "M", 12).tolist() == [2, 3, 4, 5, 6]
+    quarters = np.datetime64("1998-01", "M") + 3 * np.arange(5)
+    assert calendar_position(quarters, "Q", 4).tolist() == [0, 1, 2, 3, 0]
+    days = np.datetime64("2024-01-01") + np.arange(3)  # a Monday
+    assert calendar_position(days, "D", 7).tolist() == [0, 1, 2]
+
+
+def test_summary_matches_numpy_and_counts_exceedances():
+    torch.manual_seed(0)
+    paths = torch.randn(500, 3, 4, dtype=torch.float64) * torch.arange(1.0, 4.0)[:, None] + 10
+    s = summarize_paths(paths)
+    a = paths.double().numpy()
+    np.testing.assert_allclose(s.mean.numpy(), a.mean(0))
+    lo, hi = s.intervals[0.9]
+    np.testing.assert_allclose(lo.numpy(), np.quantile(a, 0.05, axis=0))
+    np.testing.assert_allclose(hi.numpy(), np.quantile(a, 0.95, axis=0))
+    thr = torch.tensor([[10.0], [11.0], [9.0]])
+    np.testing.assert_allclose(s.exceedance(thr).numpy(), (a > thr.numpy()).mean(0))
+    assert set(s.intervals) == {0.5, 0.8, 0.9, 0.95}
+
+
+def test_fan_chart_writes_a_png(tmp_path):
+    paths = torch.randn(100, 2, 5)
+    out = fan_chart(torch.randn(2, 20), summarize_paths(paths), tmp_path / "forecast.png",
+                    truth=torch.randn(2, 5), names=["a", "b"])  # fmt: skip
+    assert out.stat().st_size > 5000
+
+
+def test_fits_a_seasonal_series_better_than_the_mean(tmp_path):
+    # the true model's own data: a seasonal series with noise 1, about 90% of it covered
+    from inference import fit, predict
+
+    data = series(n=8, t=60, seed=3)
+    history, future = holdout(data, 4)
+    torch.manual_seed(0)
+    model = zoo.build("forecast", hidden=16, layers=1, context_length=8, horizon=4, period=4)
+    fit(model, model.training_windows(history), epochs=60, lr=1e-2, quiet=True, device="cpu")
+    paths = predict(model, forecast_split(model, history, future).x, 400).samples
+    err = (paths.median(0).values - future.values).abs().mean()
+    naive = (history.values.mean(1, keepdim=True) - future.values).abs().mean()
+    assert err < 0.5 * naive
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "error::UserWarning", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "--model", "forecast", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+BAD = [
+    (["--dataset", "us_employment", "--data-args", "series=CEU1011330001,CEU0500000001"],
+     "has NaN or inf values at position 0"),
+    (["--dataset", "visnights", "--data-args", "horizon=80"], "horizon 80 must be between 1"),
+    (["--dataset", "visnights", "--data-args", "horizon=70"], "held-out horizon 70 leaves 6"),
+    (["--dataset", "airpassengers", "--set", "context_length=140"], "context_length 140"),
+    (["--dataset", "visnights", "--set", "output=poisson"], "needs non-negative integer counts"),
+    (["--dataset", "visnights", "--set", "output=weibull"], "output 'weibull' is unknown"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_bad_series_input_exits_2_with_one_line(args, message, tmp_path):
+    r = run(*args, "--epochs", "1", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+
+
+def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
+    out = tmp_path / "run"
+    r = run("--dataset", "airpassengers", "--epochs", "2", "--quiet", "--num-samples", "40",
+            "--backtest-windows", "1", "--baselines", "seasonal_naive", "--out", str(out),
+            "--set", "hidden=8", "layers=1", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["kind"] == "forecast" and m["horizon"] == 36 and len(m["per_horizon"]["crps"]) == 36
+    assert set(m["backtest"]) == {"num_windows", "model", "seasonal_naive"}
+    assert len(m["backtest"]["model"]["per_horizon"]["wql"]) == 36
+    assert "| seasonal_naive |" in (out / "baselines.md").read_text()
+    assert (out / "forecast.png").stat().st_size > 5000
+    assert "rolling-origin backtest" in r.stdout
