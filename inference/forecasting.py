@@ -187,6 +187,9 @@ def forecast_run(
         forecasters = {"model": EarlyStoppingForecaster(build, parallel=True, config=fit_config)}
         forecasters.update({n: f() for n, f in baselines(baseline_names).items()})
         min_train = max(2 * data.period + 1, getattr(model, "min_train_length", 1))
+        # as many windows as the data holds, up to the number asked for
+        fits = (len(data) - data.horizon - min_train) // data.horizon + 1
+        backtest_windows = max(1, min(backtest_windows, fits))
         results = run_backtests(
             data, forecasters, num_windows=backtest_windows, num_samples=num_samples,
             seed=seed, min_train=min_train,
