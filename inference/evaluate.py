@@ -148,7 +148,7 @@ def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_s
     The point scores pool every series and step; ``per_horizon`` has one value per step; ``nll``
     is the model's held-out NLL per step (``val_score``) where it has one.
     """
-    from .forecast_metrics import forecast_metrics
+    from .metrics.forecast import forecast_metrics
 
     x, y = model.check_data(x, y)
     s = predictive_samples(model, x, num_samples, chunk_size=chunk_size)["obs"]

@@ -152,7 +152,7 @@ def forecast_run(
 
     from .cli import write_history
     from .evaluate import evaluate
-    from .forecast_metrics import forecast_metrics, seasonal_scale
+    from .metrics.forecast import forecast_metrics, seasonal_scale
     from .forecast_summary import fan_chart, summarize_paths
     from .plots import training_curve
 

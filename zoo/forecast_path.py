@@ -1,0 +1,103 @@
+"""The forecaster's path distribution (teacher-forced log density, autoregressive sampling)
+and the calendar positions of time labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from torch import Tensor
+
+__all__ = ["ForecastPath", "calendar_position"]
+
+
+def calendar_position(time: Any, freq: str, period: int) -> Tensor:
+    """Each step's position in the period, from its time label, so slices of one data agree.
+
+    The position in the next calendar unit up (month of year for ``M``, quarter for ``Q``,
+    hour of day for ``h``, half hour for ``30min``, weekday for ``D``) modulo ``period``;
+    integer time labels are used as they are.
+    """
+    t = np.asarray(time)
+    if np.issubdtype(t.dtype, np.datetime64):
+        unit = {"M": "M", "Q": "M", "h": "h", "30min": "m", "D": "D"}.get(freq, "D")
+        n = t.astype(f"datetime64[{unit}]").astype(np.int64)
+        if freq == "Q":
+            n = n // 3
+        elif freq == "30min":
+            n = n // 30
+        elif unit == "D":
+            n = n + 3  # 1970-01-01 was a Thursday: 0 is Monday
+    else:
+        n = t.astype(np.int64)
+    return torch.as_tensor(np.mod(n, period), dtype=torch.float32)
+
+
+class ForecastPath(dist.TorchDistribution):
+    """p(y_{t+1:t+T} | context) of a batch of series: the RNN's autoregressive path distribution.
+
+    ``log_prob`` runs the RNN over the true path (teacher forcing); ``sample`` feeds each step's
+    draw back as the next step's lag, so a batch ``[S, N]`` (a plate of samples around the
+    model) carries its own RNN states and gives ``[S, N, T]`` paths.
+    """
+
+    arg_constraints = {}
+    has_rsample = False
+
+    def __init__(self, model, state, history, features, scale, validate_args=None):
+        self.model, self.state, self.history, self.features, self.scale = (
+            model, state, history, features, scale,
+        )  # fmt: skip
+        super().__init__(scale.shape, features.shape[-2:-1], validate_args=validate_args)
+
+    @property
+    def support(self):
+        count = self.model.head.kind == "count"
+        base = constraints.nonnegative_integer if count else constraints.real
+        return constraints.independent(base, 1)
+
+    def expand(self, batch_shape, _instance=None):
+        b = torch.Size(batch_shape)
+        state = tuple(s.expand(*b, *s.shape[-2:]) for s in self.state)
+        return ForecastPath(
+            self.model,
+            state,
+            self.history.expand(*b, -1),
+            self.features.expand(*b, *self.features.shape[-2:]),
+            self.scale.expand(b),
+        )
+
+    def _flat(self):
+        state = tuple(s.reshape(-1, *s.shape[-2:]).transpose(0, 1).contiguous() for s in self.state)
+        return (
+            state,
+            self.history.reshape(-1, self.history.shape[-1]),
+            self.features.reshape(-1, *self.features.shape[-2:]),
+            self.scale.reshape(-1),
+        )
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        d = self.expand(shape) if shape != self.batch_shape else self
+        state, history, features, scale = d._flat()
+        y = value.expand(*shape, -1).reshape(len(scale), -1)
+        z = torch.cat([history, y / scale[:, None]], -1)
+        step = self.model.path_dist(state, z, features, scale)
+        return step.log_prob(y).sum(-1).reshape(shape)
+
+    def sample(self, sample_shape=()):
+        sample_shape = torch.Size(sample_shape)
+        d = self.expand(sample_shape + self.batch_shape) if sample_shape else self
+        state, z, features, scale = d._flat()
+        horizon = features.shape[1]
+        path = []
+        with torch.no_grad():
+            for h in range(horizon):
+                step, state = self.model.step_dist(state, z, features[:, h : h + 1], scale)
+                y = step.sample()[:, 0]
+                path.append(y)
+                z = torch.cat([z, (y / scale)[:, None]], -1)
+        return torch.stack(path, -1).reshape(*d.batch_shape, horizon)
