@@ -152,8 +152,8 @@ def forecast_run(
 
     from .cli import write_history
     from .evaluate import evaluate
-    from .metrics.forecast import forecast_metrics, seasonal_scale
     from .forecast_summary import fan_chart, summarize_paths
+    from .metrics.forecast import forecast_metrics, seasonal_scale
     from .plots import training_curve
 
     run_dir = Path(run_dir)
