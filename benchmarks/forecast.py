@@ -17,8 +17,9 @@ import math
 import time
 
 import zoo
-from inference.backtest import ModelForecaster, backtest
+from inference.backtest import backtest
 from inference.forecast_baselines import ETS, PyroStructural, SeasonalNaive
+from inference.forecasting import EarlyStoppingForecaster
 from zoo.datasets import SERIES_DATASETS, load_dataset
 
 __all__ = ["run", "TABLE_PLANS", "forecasters"]
@@ -33,7 +34,8 @@ ZOO = "zoo forecast"
 
 
 def _zoo_forecaster(quick: bool, seed: int):
-    """ModelForecaster over the registered ``forecast`` family, or None before it exists."""
+    """The registered ``forecast`` family, fitted as ``scripts/train.py`` fits it (early stopping
+    on the last horizon of each history), or None before the family exists."""
     cls = zoo.MODELS.get("forecast")
     if cls is None or not all(hasattr(cls, h) for h in ("training_windows", "forecast_inputs")):
         return None
@@ -45,7 +47,7 @@ def _zoo_forecaster(quick: bool, seed: int):
     def build(series):
         return zoo.build("forecast", **{**cls.data_overrides(series), **tiny})
 
-    return ModelForecaster(build, **options)
+    return EarlyStoppingForecaster(build, parallel=True, **options)
 
 
 def forecasters(quick: bool, seed: int = 0, with_zoo: bool = True) -> dict:
