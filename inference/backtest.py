@@ -16,6 +16,8 @@ import pyro
 import torch
 from torch import Tensor
 
+from zoo.base import SupportsForecast
+
 from .metrics.forecast import forecast_metrics, seasonal_scale
 
 __all__ = [
@@ -215,12 +217,11 @@ class ModelForecaster:
         from .fit import fit
 
         model = self.build(history)
-        for hook in ("training_windows", "forecast_inputs"):
-            if not callable(getattr(model, hook, None)):
-                raise TypeError(
-                    f"{type(model).__name__} has no {hook}(); ModelForecaster needs a model"
-                    " with the SupportsForecast hooks (training_windows, forecast_inputs)"
-                )
+        if not isinstance(model, SupportsForecast):
+            raise TypeError(
+                f"{type(model).__name__} has no training_windows() or forecast_inputs(): the"
+                " SupportsForecast hooks ModelForecaster needs"
+            )
         x, y = model.training_windows(history)
         self.history = fit(model, (x, y), **self.fit_options)
         self.model = model

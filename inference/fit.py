@@ -158,10 +158,12 @@ def fit_config(model=None, config: FitConfig | None = None, **overrides: Any) ->
         >>> fit_config(zoo.build("bnn"), epochs=5).elbo  # the BNN's own ELBO
         'meanfield'
     """
+    from zoo.base import HasDefaultFit
     from zoo.config import make_config  # the config checker is shared with the models
 
     if config is None:
-        config = make_config(FitConfig, dict(getattr(model, "default_fit", None) or {}))
+        defaults = model.default_fit if isinstance(model, HasDefaultFit) else {}
+        config = make_config(FitConfig, dict(defaults or {}))
     return make_config(FitConfig, overrides, base=config)
 
 

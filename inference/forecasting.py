@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from zoo.base import DataError
+from zoo.base import DataError, NeedsHistory
 from zoo.datasets import Split
 
 from .backtest import ModelForecaster, backtest
@@ -186,7 +186,9 @@ def forecast_run(
     if backtest_windows > 0:
         forecasters = {"model": EarlyStoppingForecaster(build, parallel=True, config=fit_config)}
         forecasters.update({n: f() for n, f in baselines(baseline_names).items()})
-        min_train = max(2 * data.period + 1, getattr(model, "min_train_length", 1))
+        min_train = max(
+            2 * data.period + 1, model.min_train_length if isinstance(model, NeedsHistory) else 1
+        )
         # as many windows as the data holds, up to the number asked for
         fits = (len(data) - data.horizon - min_train) // data.horizon + 1
         backtest_windows = max(1, min(backtest_windows, fits))

@@ -10,7 +10,7 @@ import torch
 from pyro.infer import Predictive
 from torch import Tensor
 
-from zoo.base import plate_nesting
+from zoo.base import ChecksData, plate_nesting
 
 __all__ = ["Prediction", "predict", "predictive_samples", "log_likelihood"]
 
@@ -32,7 +32,7 @@ def _check(model, x: Tensor, num_samples: int) -> Tensor:
 
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"num_samples must be an integer >= 1; got {num_samples!r}")
-    if hasattr(model, "check_data"):  # NaN, shape, width, dtype, empty: as fit refuses them
+    if isinstance(model, ChecksData):  # NaN, shape, width, dtype, empty: as fit refuses them
         x, _ = model.check_data(x, None)
     return x
 

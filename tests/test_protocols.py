@@ -39,6 +39,7 @@ def test_each_family_offers_the_hooks_it_defines_and_only_those():
         "mdn": set(),
         "regression": set(),
         "mse": set(),
+        "forecast": set(),
     }
     assert set(expected) == set(zoo.MODELS)
     for name, cls in zoo.MODELS.items():
@@ -48,6 +49,12 @@ def test_each_family_offers_the_hooks_it_defines_and_only_those():
         assert offered - {"predictive_distribution"} == expected[name], name
         assert isinstance(model, base.DeclaresPlateNesting)
         assert model.metric_kind in typing.get_args(base.MetricKind)
+    forecast = zoo.build("forecast", **zoo.MODELS["forecast"].tiny_config)
+    assert isinstance(forecast, base.SupportsForecast) and isinstance(forecast, base.NeedsHistory)
+    assert not isinstance(zoo.build("mdn"), base.SupportsForecast)
+    assert all(
+        isinstance(zoo.build(n, **c.tiny_config), base.ChecksData) for n, c in zoo.MODELS.items()
+    )
     temp = zoo.build("categorical", input_dim=3, num_classes=3, hidden=4)
     assert isinstance(temp, base.HasTemperature)
     assert not isinstance(zoo.build("mdn"), base.HasTemperature)

@@ -157,6 +157,20 @@ class ChecksTrainingData(Protocol):
 
 
 @runtime_checkable
+class ChecksData(Protocol):
+    """Checks inputs (and targets) and returns them in the dtypes the model computes in."""
+
+    def check_data(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]: ...
+
+
+@runtime_checkable
+class HasDefaultFit(Protocol):
+    """Training options (``inference.FitConfig`` fields) that suit the model."""
+
+    default_fit: dict[str, Any]
+
+
+@runtime_checkable
 class HasEpochSchedule(Protocol):
     """Told the epoch (1-based) and the number of epochs before each epoch (e.g. KL warm-up)."""
 
@@ -365,3 +379,11 @@ class SupportsForecast(Protocol):
     ) -> Tensor:
         """Inputs ``x`` whose predictive ``obs`` are the next ``horizon`` steps of each series."""
         ...
+
+
+@runtime_checkable
+class NeedsHistory(Protocol):
+    """A forecaster that needs this many steps of a series for one training window."""
+
+    @property
+    def min_train_length(self) -> int: ...
