@@ -155,8 +155,7 @@ def fit_config(model=None, config: FitConfig | None = None, **overrides: Any) ->
     model's ``default_fit``; then ``overrides`` on top (each checked by name and type).
 
     Example:
-        >>> fit_config(zoo.build("bnn"), epochs=5).elbo  # the BNN's own ELBO
-        'meanfield'
+        >>> fit_config(model, epochs=5).elbo  # the ELBO of the model's own default_fit
     """
     from zoo.base import HasDefaultFit
     from zoo.config import make_config  # the config checker is shared with the models
@@ -254,7 +253,8 @@ def _first_bad(losses: list[torch.Tensor]) -> tuple[int, float] | None:
 
 
 def _params_finite(params: list[torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in params)
+    # one host read for all weights, not one per tensor
+    return not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
 
 
 def _step_or_diverge(step: TrainStep, x: torch.Tensor, y: torch.Tensor | None):
