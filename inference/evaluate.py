@@ -18,7 +18,7 @@ from zoo.base import (
 )
 
 from .figures import model_figures
-from .predict import log_likelihood, predictive_samples
+from .predict import _device_of, log_likelihood, predictive_samples
 
 __all__ = ["evaluate", "write_plots", "class_probs", "uncertainty_split"]
 
@@ -64,7 +64,7 @@ def evaluate(
     if y_in is None and kind != "density":
         raise DataError(f"evaluate needs targets y for a model of {kind} targets; got y=None")
     model.eval()
-    device = next(iter(list(model.parameters()) + list(model.buffers()))).device
+    device = _device_of(model)
     x = x_in.to(device) if torch.is_tensor(x_in) else x_in
     y = y_in.to(device) if torch.is_tensor(y_in) else y_in
     out: dict[str, Any] = {"n": len(x), "kind": kind}
@@ -220,7 +220,7 @@ def write_plots(model, dataset, run_dir: str | Path, history=None, num_samples: 
     if history is not None and history.rows:
         paths.append(plots.training_curve(history.rows, run_dir / "training_curve.png"))
     model.eval()
-    device = next(iter(list(model.parameters()) + list(model.buffers()))).device
+    device = _device_of(model)
     test = dataset.test
     x = test.x.to(device)
     kind = model.metric_kind
