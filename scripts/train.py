@@ -11,6 +11,7 @@ the run folder, evaluates and prints.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import time
@@ -55,6 +56,13 @@ def make_parser() -> Parser:
         "--baselines",
         default="seasonal_naive,ets",
         help="series data: comma-separated baselines (seasonal_naive, ets, pyro_structural)",
+    )
+    p.add_argument(
+        "--interval-calibration",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="series data: widen or narrow the forecasts' intervals by the split-conformal"
+        " factor of the validation forecast (default on)",
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -341,11 +349,15 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, checkpoin
         backtest_windows=args.backtest_windows,
         baseline_names=tuple(b for b in args.baselines.split(",") if b),
         seed=fit_cfg.seed,
+        calibrate=args.interval_calibration,
     )
     zoo.save(model, run_dir, extra={"epoch": metrics["best_epoch"], **checkpoint.extra})
     table = metrics.pop("baseline_table", None)
     write_json(run_dir / "metrics.json", metrics)
     print(f"{name} on {data.name}: {summary_line(metrics)}")
+    if "calibrated" in metrics:
+        factor = metrics["calibration"]["factor"]
+        print(f"intervals x {factor:.3f} (split conformal): {summary_line(metrics['calibrated'])}")
     if table:
         windows = metrics["backtest"]["num_windows"]
         print(f"rolling-origin backtest, {windows} window(s) of {data.horizon} steps:\n{table}")

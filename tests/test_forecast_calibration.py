@@ -1,0 +1,158 @@
+"""Split-conformal spread calibration and seed ensembles of forecasters (inference.forecasting)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from inference.fit import FitConfig
+from inference.forecasting import (
+    EarlyStoppingForecaster,
+    SpreadCalibration,
+    fit_spread,
+    validation_windows,
+)
+from zoo.datasets import SeriesData
+
+
+def gaussian_paths(n_series, horizon, sd, samples=400, seed=0):
+    """Truth ~ N(mu, 1) and paths ~ N(mu, sd^2): too narrow for sd < 1, too wide for sd > 1."""
+    g = torch.Generator().manual_seed(seed)
+    mu = 10 * torch.randn(n_series, horizon, generator=g)
+    truth = mu + torch.randn(n_series, horizon, generator=g)
+    paths = mu + sd * torch.randn(samples, n_series, horizon, generator=g)
+    return paths, truth
+
+
+def coverage(paths, truth, level=0.9):
+    lo, hi = np.quantile(np.asarray(paths), [(1 - level) / 2, (1 + level) / 2], axis=0)
+    y = np.asarray(truth)
+    return float(((y >= lo) & (y <= hi)).mean())
+
+
+def numpy_conformal_factor(paths, truth, level):
+    """The split-conformal factor written out from the definition, in numpy."""
+    p, y = np.asarray(paths, np.float64), np.asarray(truth, np.float64)
+    lo, med, hi = np.quantile(p, [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
+    score = np.where(y > med, (y - med) / (hi - med), (med - y) / (med - lo)).ravel()
+    n = score.size
+    return np.sort(score)[math.ceil((n + 1) * level) - 1]
+
+
+@pytest.mark.parametrize("sd, factor", [(0.5, 2.0), (1.0, 1.0), (2.0, 0.5)])
+def test_conformal_factor_calibrates_new_points_both_ways(sd, factor):
+    paths, truth = gaussian_paths(40, 10, sd, seed=1)
+    cal = fit_spread(paths, truth, 0.9)
+    assert cal.points == 400
+    assert cal.factor == pytest.approx(factor, rel=0.15)
+    assert cal.factor == pytest.approx(numpy_conformal_factor(paths, truth, 0.9), rel=1e-9)
+    # fresh points from the same source: the widened (or narrowed) intervals cover ~90%
+    test_paths, test_truth = gaussian_paths(100, 10, sd, seed=2)
+    raw = coverage(test_paths, test_truth)
+    fixed = coverage(cal.apply(test_paths), test_truth)
+    se = math.sqrt(0.09 / 1000)
+    assert abs(fixed - 0.9) < 4 * se + 0.02, (raw, fixed)
+    if sd != 1.0:
+        assert abs(raw - 0.9) > 0.05  # the control: the raw paths were miscalibrated
+
+
+def test_calibration_keeps_the_median_integers_and_the_sign():
+    g = torch.Generator().manual_seed(0)
+    counts = torch.poisson(torch.full((300, 3, 5), 4.0), generator=g)
+    out = SpreadCalibration(0.4).apply(counts)
+    assert torch.equal(out, out.round()) and bool((out >= 0).all())
+    assert torch.allclose(out.quantile(0.5, 0), counts.quantile(0.5, 0))
+    wide = SpreadCalibration(3.0).apply(counts)
+    assert bool((wide >= 0).all()) and wide.std() > counts.std()
+    real = torch.randn(200, 2, 4, generator=g)
+    assert torch.equal(SpreadCalibration(1.0).apply(real), real)
+    twice = SpreadCalibration(2.0).apply(real)
+    assert torch.allclose(twice - real.quantile(0.5, 0), 2 * (real - real.quantile(0.5, 0)))
+    assert bool((twice < 0).any())  # real-valued paths are not clamped
+
+
+def test_fit_spread_refuses_a_bad_level_and_ignores_nan_truth():
+    paths, truth = gaussian_paths(5, 4, 1.0)
+    with pytest.raises(ValueError, match="level"):
+        fit_spread(paths, truth, 1.5)
+    truth[0, 0] = float("nan")
+    assert fit_spread(paths, truth).points == 19
+
+
+def periodic(n=3, t=48, period=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    steps = torch.arange(t, dtype=torch.float32)
+    level = 5 + 3 * torch.rand(n, 1, generator=g)
+    values = level * (1 + 0.3 * torch.sin(2 * math.pi * steps / period))
+    values = values + 0.2 * torch.randn(n, t, generator=g)
+    return SeriesData(
+        "toy", values, period=period, freq="M", horizon=4, kind="continuous",
+        names=[f"s{i}" for i in range(n)], time=np.datetime64("2000-01", "M") + np.arange(t),
+    )  # fmt: skip
+
+
+def test_ensemble_members_differ_pool_their_paths_and_calibrate_on_the_validation_window():
+    data = periodic()
+    cls = zoo.MODELS["forecast"]
+
+    def build(series):
+        return zoo.build("forecast", **{**cls.data_overrides(series), **cls.tiny_config})
+
+    cfg = FitConfig(epochs=3, batch_size=16, seed=0)
+    f = EarlyStoppingForecaster(build, parallel=True, members=3, calibrate=True, config=cfg)
+    f.fit(data)
+    assert len(f.models) == 3 and len(f.histories) == 3
+    w = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in f.models]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    _, y, val = validation_windows(f.model, data)
+    assert val is not None and f.calibration.points == val.y.numel()
+    assert f.calibration.factor > 0
+    paths = f.sample(data, 6, 31)
+    assert paths.shape == (31, 3, 6) and bool(torch.isfinite(paths).all())
+    single = EarlyStoppingForecaster(build, parallel=True, config=cfg).fit(data)
+    assert single.calibration.factor == 1.0 and single.calibration.points == 0  # asked, not implied
+    with pytest.raises(ValueError, match="members"):
+        EarlyStoppingForecaster(build, members=0)
+
+
+def ramp(n=1, t=120, period=4):
+    """Values that name their own time step (1, 2, ...), so a leak is visible in the values."""
+    values = torch.arange(1, t + 1, dtype=torch.float32).expand(n, t).clone()
+    return SeriesData(
+        "ramp", values, period=period, freq="M", horizon=4, kind="continuous",
+        names=[f"s{i}" for i in range(n)], time=np.datetime64("2000-01", "M") + np.arange(t),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [1, 20, 40])
+def test_validation_stretches_are_held_out_of_the_training_windows(n):
+    data = ramp(n)
+    model = zoo.build("forecast", **zoo.MODELS["forecast"].tiny_config, period=4)
+    x, y, val = validation_windows(model, data, min_points=100)
+    hv = y.shape[1]
+    # the fewest stretches giving 100 points (1 series: capped at a quarter of 120 steps)
+    stretches = {1: 10, 20: 2, 40: 1}[n]
+    assert hv == 3 and val.y.shape == (n * stretches, hv)
+    first_val = len(data) - stretches * hv + 1  # the value of the first held-out step
+    assert float(y.max()) < first_val and float(x[..., 0].max()) < first_val
+    assert sorted(val.y[:, 0].unique().tolist()) == [first_val + hv * j for j in range(stretches)]
+    # each stretch is forecast from the true history just before it
+    past = model.past_length
+    assert torch.equal(val.x[:, past - 1, 0], val.y[:, 0] - 1)
+
+
+def test_a_history_too_short_for_validation_trains_on_all_of_it():
+    model = zoo.build("forecast", **zoo.MODELS["forecast"].tiny_config, period=4)
+    data = ramp(1, t=model.past_length + 3 + 2)  # room for windows, not for a held-out stretch
+    x, y, val = validation_windows(model, data, min_points=100)
+    assert val is None and float(y.max()) == len(data)
+
+
+def test_validation_is_one_stretch_by_default():
+    model = zoo.build("forecast", **zoo.MODELS["forecast"].tiny_config, period=4)
+    x, y, val = validation_windows(model, ramp(1))
+    assert val.y.shape == (1, 3) and float(val.y[0, 0]) == 118 and float(y.max()) == 117
