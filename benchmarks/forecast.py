@@ -36,7 +36,7 @@ ZOO = "zoo forecast"
 RAW = "zoo, uncalibrated"
 
 
-def _zoo_forecaster(quick: bool, seed: int, calibrate: bool = True):
+def _zoo_forecaster(quick: bool, seed: int, calibrate: bool = True, val_horizon=None):
     """The registered ``forecast`` family, fitted as ``scripts/train.py`` fits it (early stopping
     on the last horizon of each history, intervals calibrated on it unless ``calibrate`` is
     False), or None before the family exists."""
@@ -51,19 +51,22 @@ def _zoo_forecaster(quick: bool, seed: int, calibrate: bool = True):
     def build(series):
         return zoo.build("forecast", **{**cls.data_overrides(series), **tiny})
 
-    return EarlyStoppingForecaster(build, parallel=True, calibrate=calibrate, **options)
+    return EarlyStoppingForecaster(
+        build, parallel=True, calibrate=calibrate, val_horizon=val_horizon, **options
+    )
 
 
 def forecasters(quick: bool, seed: int = 0, with_zoo: bool = True) -> dict:
-    """The rows of the table, each a fresh forecaster factory."""
+    """The rows of the table: ``make(data)`` gives a fresh forecaster for a window of ``data``."""
     rows = {
-        "seasonal naive": SeasonalNaive,
-        "ETS": ETS,
-        "Pyro structural": lambda: PyroStructural(num_steps=20 if quick else 400),
+        "seasonal naive": lambda data: SeasonalNaive(),
+        "ETS": lambda data: ETS(),
+        "Pyro structural": lambda data: PyroStructural(num_steps=20 if quick else 400),
     }
     if with_zoo and _zoo_forecaster(quick, seed) is not None:
-        rows[RAW] = lambda: _zoo_forecaster(quick, seed, calibrate=False)
-        rows[ZOO] = lambda: _zoo_forecaster(quick, seed)
+        # validated on the horizon it forecasts, as train.py does
+        rows[RAW] = lambda data: _zoo_forecaster(quick, seed, False, data.horizon)
+        rows[ZOO] = lambda data: _zoo_forecaster(quick, seed, True, data.horizon)
     return rows
 
 
@@ -77,7 +80,7 @@ def _table(title: str, results: dict) -> None:
 
 def _run_one(data, make, plan, num_samples, seed) -> dict:
     start = time.perf_counter()
-    res = backtest(data, make, num_samples=num_samples, seed=seed, **plan)
+    res = backtest(data, lambda: make(data), num_samples=num_samples, seed=seed, **plan)
     return {**res.as_dict(), "seconds": time.perf_counter() - start}
 
 

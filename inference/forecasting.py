@@ -53,14 +53,18 @@ def forecast_split(model, history, future) -> Split:
     return Split(x, future.values)
 
 
-def validation_windows(model, history, min_points: int = 0, max_fraction: float = 0.25):
+def validation_windows(
+    model, history, min_points: int = 0, max_fraction: float = 0.25, horizon: int | None = None
+):
     """``(x, y, val)``: training windows and the validation forecasts :func:`fit_on_history` uses.
 
-    The validation forecasts are the last ``k`` non-overlapping stretches of the training
-    windows' horizon ``hv`` at the end of ``history``, each forecast from the true history
-    before it; their steps are kept out of the training windows. ``k`` is the fewest giving
-    ``min_points`` held-out points over all series (default one stretch), at most
-    ``max_fraction`` of the history, and fewer where the rest would be too short to train on.
+    The validation forecasts are the last ``k`` non-overlapping stretches of ``hv`` steps at the
+    end of ``history``, each forecast from the true history before it; their steps are kept out
+    of the training windows. ``hv`` is ``horizon`` (the horizon the forecasts are for) where it
+    is at most ``max_fraction`` of the history, else the training windows' horizon. ``k`` is
+    the fewest giving ``min_points`` held-out points over all series (default one stretch), at
+    most ``max_fraction`` of the history, and fewer where the rest would be too short to train
+    on.
     (Measured: 100 points from several stretches of the single-series sets did not calibrate
     better than one stretch and cost the most recent training data; see the README.) ``val``
     stacks the ``k`` forecasts as rows and is None when the history cannot spare even one
@@ -68,6 +72,8 @@ def validation_windows(model, history, min_points: int = 0, max_fraction: float 
     """
     x, y = model.training_windows(history)
     hv, n = y.shape[1], history.num_series
+    if horizon is not None and hv < int(horizon) <= max_fraction * len(history):
+        hv = int(horizon)
     if len(history) <= hv:
         return x, y, None
     most = max(1, min(math.ceil(min_points / (n * hv)), int(max_fraction * len(history)) // hv))
@@ -87,15 +93,22 @@ def validation_windows(model, history, min_points: int = 0, max_fraction: float 
 
 
 def fit_on_history(
-    model, history, config: FitConfig | None = None, *, on_improve=None, **overrides
+    model,
+    history,
+    config: FitConfig | None = None,
+    *,
+    on_improve=None,
+    val_horizon: int | None = None,
+    **overrides,
 ) -> History:
     """Fits on windows of ``history``, early-stopping on forecasts of its last steps.
 
-    The validation forecast covers the training windows' horizon at the end of the history
-    (:func:`validation_windows`); its steps are kept out of the training windows. When the
-    history is too short to spare them, the model trains on all of it without validation.
+    The validation forecast covers the last ``val_horizon`` steps of the history where they are
+    at most a quarter of it, else the training windows' horizon (:func:`validation_windows`);
+    its steps are kept out of the training windows. When the history is too short to spare
+    them, the model trains on all of it without validation.
     """
-    x, y, val = validation_windows(model, history)
+    x, y, val = validation_windows(model, history, horizon=val_horizon)
     return fit(model, (x, y), val, config, on_improve=on_improve, **overrides)
 
 
@@ -177,13 +190,19 @@ def pooled_paths(models, x, num_samples: int, parallel: bool = True) -> torch.Te
 
 
 def calibrate_on_history(
-    models, history, level: float = 0.9, num_samples: int = 200, parallel: bool = True
+    models,
+    history,
+    level: float = 0.9,
+    num_samples: int = 200,
+    parallel: bool = True,
+    val_horizon: int | None = None,
 ) -> SpreadCalibration:
-    """The spread factor of ``models`` (fitted by :func:`fit_on_history`) on their validation
-    window: their pooled forecasts of the history's last training-horizon steps (``num_samples``
-    per model) against the truth. Factor 1 (no points) when the history had no such window."""
+    """The spread factor of ``models`` (fitted by :func:`fit_on_history` with the same
+    ``val_horizon``) on their validation window: their pooled forecasts of the history's last
+    steps (``num_samples`` per model) against the truth. Factor 1 (no points) when the history
+    had no such window."""
     models = list(models)
-    _, _, val = validation_windows(models[0], history)
+    _, _, val = validation_windows(models[0], history, horizon=val_horizon)
     if val is None:
         return SpreadCalibration(1.0, level, 0)
     paths = pooled_paths(models, val.x, num_samples * len(models), parallel)
@@ -205,6 +224,8 @@ class EarlyStoppingForecaster(ModelForecaster):
             last training-horizon steps, which the members were early-stopped on).
         level: the central interval the calibration targets.
         calibration_samples: paths per member for the validation forecast.
+        val_horizon: the steps of the validation forecast, where the history can spare them
+            (:func:`fit_on_history`); the horizon forecast later is the natural choice.
         **fit_options: as for :class:`ModelForecaster` (``config=FitConfig(...)`` or fields).
     """
 
@@ -217,6 +238,7 @@ class EarlyStoppingForecaster(ModelForecaster):
         calibrate: bool = False,
         level: float = 0.9,
         calibration_samples: int = 200,
+        val_horizon: int | None = None,
         **fit_options,
     ):
         if members < 1:
@@ -224,6 +246,7 @@ class EarlyStoppingForecaster(ModelForecaster):
         super().__init__(build, parallel=parallel, **fit_options)
         self.members, self.calibrate, self.level = int(members), bool(calibrate), float(level)
         self.calibration_samples = int(calibration_samples)
+        self.val_horizon = val_horizon
         self.models: list = []
         self.histories: list[History] = []
         self.calibration = SpreadCalibration(1.0, self.level, 0)
@@ -250,14 +273,16 @@ class EarlyStoppingForecaster(ModelForecaster):
             if seed is not None:
                 seed_everything(seed)
             model = self.build(history)
-            self.histories.append(fit_on_history(model, history, **opts))
+            fitted = fit_on_history(model, history, val_horizon=self.val_horizon, **opts)
+            self.histories.append(fitted)
             self.models.append(model)
         self.model, self.history = self.models[0], self.histories[0]
         self.calibration = SpreadCalibration(1.0, self.level, 0)
         if self.calibrate:
             self.calibration = calibrate_on_history(
-                self.models, history, self.level, self.calibration_samples, self.parallel
-            )
+                self.models, history, self.level, self.calibration_samples, self.parallel,
+                self.val_horizon,
+            )  # fmt: skip
         return self
 
     def _pooled(self, x, num_samples: int) -> torch.Tensor:
@@ -363,7 +388,9 @@ def forecast_run(
         raise DataError(
             f"{e}; the held-out horizon {data.horizon} leaves {len(history)} of {len(data)} steps"
         ) from None
-    hist = fit_on_history(model, history, fit_config, on_improve=checkpoint)
+    hist = fit_on_history(
+        model, history, fit_config, on_improve=checkpoint, val_horizon=data.horizon
+    )
     write_history(run_dir / "history.csv", hist.rows)
     if hist.rows:
         training_curve(hist.rows, run_dir / "training_curve.png")
@@ -374,7 +401,9 @@ def forecast_run(
     thr = history.values[:, -data.period :].mean(-1, keepdim=True)
     metrics["mase"] = forecast_metrics(paths, future.values, scale, thr)["overall"]["mase"]
     if calibrate:
-        spread = calibrate_on_history([model], history, num_samples=num_samples)
+        spread = calibrate_on_history(
+            [model], history, num_samples=num_samples, val_horizon=data.horizon
+        )
         paths = spread.apply(paths)
         scored = forecast_metrics(paths, future.values, scale, thr)
         metrics["calibration"] = spread.as_dict()
@@ -391,8 +420,12 @@ def forecast_run(
     if backtest_windows > 0:
         forecasters = {
             "model": EarlyStoppingForecaster(
-                build, parallel=True, calibrate=calibrate, config=fit_config
-            )
+                build,
+                parallel=True,
+                calibrate=calibrate,
+                config=fit_config,
+                val_horizon=data.horizon,
+            )  # fmt: skip
         }
         forecasters.update({n: f() for n, f in baselines(baseline_names).items()})
         min_train = max(

@@ -19,7 +19,7 @@ from inference.forecast_summary import fan_chart, summarize_paths
 from inference.forecasting import forecast_split, holdout
 from zoo.base import SupportsForecast
 from zoo.datasets import SeriesData
-from zoo.forecast import calendar_position
+from zoo.forecast import SKIP_OUTPUTS, calendar_position
 from zoo.forecast_heads import OUTPUTS, QuantileDistribution, make_head
 from zoo.likelihoods import TargetError
 
@@ -61,10 +61,12 @@ def test_every_head_trains_and_samples_paths(output, rnn):
         assert (paths >= 0).all() and (paths == paths.round()).all()
 
 
-@pytest.mark.parametrize("output", OUTPUTS)
-def test_path_log_prob_is_the_sum_of_autoregressive_step_densities(output):
+@pytest.mark.parametrize(
+    "output, skip", [(o, False) for o in OUTPUTS] + [(o, True) for o in SKIP_OUTPUTS]
+)
+def test_path_log_prob_is_the_sum_of_autoregressive_step_densities(output, skip):
     # log_prob (teacher forcing in one RNN call) and sample (one step at a time) must agree
-    model = tiny(output=output).eval()
+    model = tiny(output=output, seasonal_skip=skip).eval()
     x = model.example_inputs(5)
     with torch.no_grad():
         d = model.predictive_distribution(x)
@@ -76,6 +78,35 @@ def test_path_log_prob_is_the_sum_of_autoregressive_step_densities(output):
             total += step.log_prob(y[:, h : h + 1])[:, 0]
             z = torch.cat([z, (y[:, h] / scale)[:, None]], -1)
         torch.testing.assert_close(d.log_prob(y), total, rtol=1e-4, atol=1e-4)
+
+
+def test_seasonal_skip_centres_each_step_on_the_value_one_period_back():
+    model = tiny(output="normal", seasonal_skip=True).eval()
+    with torch.no_grad():
+        model.proj.weight.zero_()
+        model.proj.bias.zero_()  # the network predicts no change: the seasonal naive path
+    x = model.example_inputs(6)
+    d = model.predictive_distribution(x)
+    y = d.sample()
+    state, z, features, scale = d._flat()
+    zz = torch.cat([z, y / scale[:, None]], -1)
+    step = model.path_dist(state, zz, features, scale)
+    period, p = model.config.period, model.past_length
+    lagged = torch.cat([x[:, :p, 0], y], -1)[:, p - period : p - period + y.shape[1]]
+    half = torch.full_like(lagged, 0.5)
+    torch.testing.assert_close(step.icdf(half), lagged)
+    plain = tiny(output="normal").eval()
+    plain.load_state_dict(model.state_dict())
+    step = plain.path_dist(state, zz, features, scale)
+    torch.testing.assert_close(step.icdf(half), torch.zeros_like(lagged))  # control: no skip
+
+
+@pytest.mark.parametrize("kw", [{"output": "quantile"}, {"output": "poisson"}, {"period": 1}])
+def test_seasonal_skip_is_refused_where_it_has_no_meaning(kw):
+    with pytest.raises(ValueError, match="seasonal_skip"):
+        tiny(**{"seasonal_skip": True, **kw})
+    with pytest.raises(ValueError, match="seasonal_skip"):
+        zoo.build("forecast", period=12, context_length=4, lags=[1], seasonal_skip=True)
 
 
 def test_parallel_and_sequential_predictive_draw_from_the_same_paths():

@@ -156,3 +156,11 @@ def test_validation_is_one_stretch_by_default():
     model = zoo.build("forecast", **zoo.MODELS["forecast"].tiny_config, period=4)
     x, y, val = validation_windows(model, ramp(1))
     assert val.y.shape == (1, 3) and float(val.y[0, 0]) == 118 and float(y.max()) == 117
+
+
+def test_validation_covers_the_forecast_horizon_where_the_history_can_spare_it():
+    model = zoo.build("forecast", **zoo.MODELS["forecast"].tiny_config, period=4)
+    _, y, val = validation_windows(model, ramp(1), horizon=6)  # 6 <= a quarter of 120 steps
+    assert val.y.shape == (1, 6) and float(y.max()) == 114
+    _, y, val = validation_windows(model, ramp(1), horizon=40)  # too much: the windows' 3
+    assert val.y.shape == (1, 3) and float(y.max()) == 117

@@ -18,6 +18,10 @@ from .forecast_path import ForecastPath, calendar_position
 __all__ = ["ForecastConfig", "Forecaster", "ForecastPath", "calendar_position"]
 
 
+#: outputs with a location the seasonal skip can shift
+SKIP_OUTPUTS = ("normal", "studentt", "mixture")
+
+
 @dataclass
 class ForecastConfig:
     """Config of :class:`Forecaster`.
@@ -38,6 +42,9 @@ class ForecastConfig:
         num_covariates: covariates known in advance (read off the data).
         harmonics: sin/cos pairs of the position in the period.
         max_windows: training windows drawn from the data at most (evenly spaced starts).
+        seasonal_skip: the output's location is the (scaled) value one period earlier plus
+            what the network predicts, so the network learns the change from the seasonal-naive
+            forecast (normal, studentt and mixture outputs).
     """
 
     context_length: int = 0
@@ -57,6 +64,7 @@ class ForecastConfig:
     num_covariates: int = 0
     harmonics: int = 2
     max_windows: int = 4000
+    seasonal_skip: bool = False
 
     def validate(self) -> None:
         if self.output not in OUTPUTS:
@@ -69,6 +77,11 @@ class ForecastConfig:
             raise ValueError("context_length, num_covariates and harmonics must be >= 0")
         if any(lag < 1 for lag in self.lags):
             raise ValueError(f"lags must be >= 1; got {self.lags}")
+        if self.seasonal_skip and (self.output not in SKIP_OUTPUTS or self.period < 2):
+            raise ValueError(
+                "seasonal_skip needs a period >= 2 and one of the outputs"
+                f" {', '.join(SKIP_OUTPUTS)}; got output {self.output!r}, period {self.period}"
+            )
         if not quantile_levels_ok(self.quantile_levels):
             raise ValueError("quantile_levels must be two or more distinct levels in (0, 1)")
         if self.num_bins < 2 or not self.bin_low < self.bin_high:
@@ -113,6 +126,11 @@ class Forecaster(ZooModel):
         lags = c.lags or (1, 2, 3, c.period - 1, c.period, c.period + 1)
         self.lags = tuple(sorted({int(lag) for lag in lags if lag >= 1}))
         self.past_length = self.context_length + max(self.lags)
+        if c.seasonal_skip and self.past_length < c.period:
+            raise ValueError(
+                f"seasonal_skip reads the value one period ({c.period} steps) back: the past of"
+                f" {self.past_length} steps is too short; raise context_length"
+            )
         self.num_harmonics = min(c.harmonics, c.period // 2) if c.period > 1 else 0
         self.head = make_head(
             c.output,
@@ -155,18 +173,25 @@ class Forecaster(ZooModel):
         out, hx = self.rnn(inputs, hx)
         return self.proj(out), (hx,) if isinstance(hx, Tensor) else hx
 
+    def _offset(self, z: Tensor, steps: int):
+        if not self.config.seasonal_skip:
+            return None
+        pos = z.shape[1] - steps + torch.arange(steps, device=z.device)
+        return z[:, pos - self.config.period]
+
     def path_dist(self, state, z: Tensor, features: Tensor, scale: Tensor):
         """Per-step distributions ``[B, T]`` with teacher forcing on the scaled path ``z``."""
-        inputs = torch.cat([self._lags(z, features.shape[1]), features], -1)
+        steps = features.shape[1]
+        inputs = torch.cat([self._lags(z, steps), features], -1)
         out, _ = self._run(state, inputs)
-        return self.head(out, scale[:, None])
+        return self.head(out, scale[:, None], self._offset(z, steps))
 
     def step_dist(self, state, z: Tensor, features: Tensor, scale: Tensor):
         """The next step's distribution ``[B, 1]`` after the scaled history ``z``."""
         zz = torch.cat([z, z.new_zeros(len(z), 1)], -1)  # the position being predicted
         inputs = torch.cat([self._lags(zz, 1), features], -1)
         out, state = self._run(state, inputs)
-        return self.head(out, scale[:, None]), state
+        return self.head(out, scale[:, None], self._offset(zz, 1)), state
 
     def encode(self, x: Tensor):
         """Scale ``[N]``, RNN state after the context, scaled past ``[N, P]`` and features."""

@@ -44,9 +44,14 @@ class Head(nn.Module):
     def num_outputs(self) -> int:
         return self.likelihood.num_outputs
 
-    def forward(self, out: Tensor, scale: Tensor) -> dist.Distribution:
+    def forward(
+        self, out: Tensor, scale: Tensor, offset: Tensor | None = None
+    ) -> dist.Distribution:
+        """The step distribution in data units: ``scale * (offset + base)``, where ``base`` is
+        the likelihood's distribution of the scaled value (``offset``: the seasonal skip)."""
         base = self.likelihood(out)
-        return dist.TransformedDistribution(base, AffineTransform(0.0, scale))
+        loc = 0.0 if offset is None else offset * scale
+        return dist.TransformedDistribution(base, AffineTransform(loc, scale))
 
     def check_support(self, y: Tensor) -> None:
         """Raises :class:`TargetError` naming the first row and step outside the support."""
@@ -62,7 +67,7 @@ def _require(bad: Tensor, y: Tensor, what: str) -> None:
 class _CountHead(Head):
     kind = "count"
 
-    def forward(self, out: Tensor, scale: Tensor) -> dist.Distribution:
+    def forward(self, out: Tensor, scale: Tensor, offset=None) -> dist.Distribution:
         d = self.likelihood(out)
         if isinstance(d, dist.Poisson):
             return dist.Poisson(d.rate * scale)
@@ -141,7 +146,7 @@ class _QuantileHead(Head):
     def num_outputs(self) -> int:
         return len(self.levels)
 
-    def forward(self, out: Tensor, scale: Tensor) -> dist.Distribution:
+    def forward(self, out: Tensor, scale: Tensor, offset=None) -> dist.Distribution:
         # the lowest quantile plus positive increments: predicted quantiles never cross
         first, rest = out[..., :1], F.softplus(out[..., 1:]) + 1e-4
         q = torch.cat([first, first + rest.cumsum(-1)], -1)
@@ -199,7 +204,7 @@ class _BinnedHead(Head):
     def num_outputs(self) -> int:
         return len(self.edges) - 1
 
-    def forward(self, out: Tensor, scale: Tensor) -> dist.Distribution:
+    def forward(self, out: Tensor, scale: Tensor, offset=None) -> dist.Distribution:
         return BinnedDistribution(out, self.edges, scale)
 
 
