@@ -359,6 +359,7 @@ def forecast_run(
     baseline_names: tuple[str, ...] = ("seasonal_naive", "ets"),
     seed: int = 0,
     calibrate: bool = True,
+    fit_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Trains on all but the last ``data.horizon`` steps, scores that holdout, backtests.
 
@@ -371,6 +372,9 @@ def forecast_run(
     factor of its validation forecast (:func:`calibrate_on_history`): the holdout is scored both
     ways (``calibrated`` holds the calibrated scores, ``calibration`` the factor), the fan chart
     shows the calibrated paths and the backtest's ``model`` row is calibrated likewise.
+    ``fit_kwargs`` go to :func:`fit` for the holdout fit only (``checkpoint``, ``resume``,
+    ``should_stop``, ``on_epoch``, ...; the backtest refits are not checkpointed); when
+    ``should_stop`` stops it, nothing is scored and the metrics are ``stopped="interrupted"``.
     """
     from pathlib import Path
 
@@ -389,8 +393,16 @@ def forecast_run(
             f"{e}; the held-out horizon {data.horizon} leaves {len(history)} of {len(data)} steps"
         ) from None
     hist = fit_on_history(
-        model, history, fit_config, on_improve=checkpoint, val_horizon=data.horizon
+        model,
+        history,
+        fit_config,
+        on_improve=checkpoint,
+        val_horizon=data.horizon,
+        **(fit_kwargs or {}),
     )
+    if hist.stopped == "interrupted":  # resumable from fit's checkpoint; nothing to score yet
+        return {"stopped": "interrupted", "epochs_run": len(hist.rows),
+                "best_epoch": hist.best_epoch, "train_seconds": hist.seconds}  # fmt: skip
     write_history(run_dir / "history.csv", hist.rows)
     if hist.rows:
         training_curve(hist.rows, run_dir / "training_curve.png")

@@ -25,6 +25,7 @@ class StopSignals:
     def __init__(self, signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
         self.signums = signums
         self.signum: int | None = None
+        self._at_once = False
         self._previous: dict[int, object] = {}
 
     def requested(self) -> bool:
@@ -39,8 +40,18 @@ class StopSignals:
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
+    def interrupt_now(self) -> None:
+        """From here on a signal interrupts at once (``KeyboardInterrupt``), as a second one
+        does; one that came already interrupts here. For work after the last checkpoint,
+        which no step polls and a resume redoes."""
+        self._at_once = True
+        if self.signum is not None:
+            self._restore()
+            raise KeyboardInterrupt
+
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # asked twice: stop now
+        if self.signum is not None or self._at_once:  # asked twice, or nothing polls: stop now
+            self.signum = self.signum or signum
             self._restore()
             raise KeyboardInterrupt
         self.signum = signum

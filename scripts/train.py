@@ -2,6 +2,7 @@
 
 python scripts/train.py --model regression --set likelihood=studentt hidden=128
 python scripts/train.py --resume runs/regression-toy-20261122-120000   # after Ctrl-C or a kill
+python scripts/train.py --model forecast --dataset visnights   # series: holdout fit + backtest
 python scripts/train.py --list
 torchrun --nproc_per_node=2 scripts/train.py --model vae --dataset mnist --data-dir DIR
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import json
 import sys
 import time
 from pathlib import Path
@@ -49,18 +52,17 @@ def make_parser() -> Parser:
     p.add_argument(
         "--backtest-windows",
         type=int,
-        default=3,
-        help="series data: rolling-origin backtest windows for the model and baselines (0: off)",
+        help="series data: rolling-origin backtest windows for the model and baselines "
+        "(0: off; default 3)",
     )
     p.add_argument(
         "--baselines",
-        default="seasonal_naive,ets",
-        help="series data: comma-separated baselines (seasonal_naive, ets, pyro_structural)",
+        help="series data: comma-separated baselines (seasonal_naive, ets, pyro_structural; "
+        "default seasonal_naive,ets)",
     )
     p.add_argument(
         "--interval-calibration",
         action=argparse.BooleanOptionalAction,
-        default=True,
         help="series data: widen or narrow the forecasts' intervals by the split-conformal"
         " factor of the validation forecast (default on)",
     )
@@ -73,7 +75,7 @@ def make_parser() -> Parser:
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, help="seed of the weights and the training (default 0)")
-    p.add_argument("--num-samples", type=int, default=200, help="predictive samples for metrics")
+    p.add_argument("--num-samples", type=int, help="predictive samples for metrics (default 200)")
     p.add_argument("--out", help="run folder (default runs/MODEL-DATASET-TIME, made unique)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
@@ -105,6 +107,14 @@ def list_models() -> str:
     return "\n".join(f"{n:<{width}}  {c.description}" for n, c in zoo.MODELS.items())
 
 
+#: Options of the run itself (not of fit), kept in its description: a resumed run keeps them.
+RUN_ARGS = {"num_samples": 200}
+SERIES_ARGS = {
+    "backtest_windows": 3,
+    "baselines": "seasonal_naive,ets",
+    "interval_calibration": True,
+}
+
 FIT_ARGS = {
     "epochs": "epochs",
     "batch_size": "batch_size",
@@ -130,7 +140,7 @@ def resumed_plan(args) -> tuple[dict, dict]:
     """The run description of ``--resume DIR``; any option given that differs is refused."""
     state = load_training_state(args.resume)
     run, meta = state.get("run") or {}, state["model_meta"]
-    if state.get("stopped") is not None:
+    if state.get("stopped") is not None and finished(Path(args.resume)):
         fail(f"the run in {args.resume} already finished ({state['stopped']}); nothing to resume")
     if not run:
         fail(f"{args.resume} was not written by train.py (its state has no run description)")
@@ -140,8 +150,17 @@ def resumed_plan(args) -> tuple[dict, dict]:
     for arg, key in (("dataset", "dataset"), ("data_seed", "data_seed")):
         if getattr(args, arg) is not None and getattr(args, arg) != run.get(key):
             diff.append(f"--{arg.replace('_', '-')} {getattr(args, arg)} (the run's is {run[key]})")
-    if args.data_dir is not None and {"data_dir": args.data_dir} != run.get("data_kwargs"):
-        diff.append(f"--data-dir {args.data_dir} (the run's is {run.get('data_kwargs')})")
+    ran = run.get("data_kwargs") or {}
+    for key, value in data_kwargs(args).items():
+        if value != ran.get(key, loader_default(run["dataset"], key)):
+            flag = "--data-dir " if key == "data_dir" else f"--data-args {key}="
+            had = f"the run's is {ran[key]}" if key in ran else "the run used the default"
+            diff.append(f"{flag}{value} ({had})")
+    for key in (*RUN_ARGS, *SERIES_ARGS):
+        value = getattr(args, key)
+        if value is not None and key in run and value != run[key]:
+            diff.append(f"{option(key, value)} (the run's is {option(key, run[key], False)})")
+        setattr(args, key, run.get(key, value))
     wanted = zoo.make_config(
         zoo.MODELS[meta["model"]].Config,
         zoo.parse_overrides(args.set),
@@ -161,6 +180,36 @@ def resumed_plan(args) -> tuple[dict, dict]:
     return state, run
 
 
+def option(key: str, value, flag: bool = True) -> str:
+    """``--key value`` as given on the command line (``--key`` / ``--no-key`` for a switch)."""
+    name = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{name}"
+    return f"--{name} {value}" if flag else str(value)
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run wrote its final metrics (a run killed after its fit has not)."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return metrics.get("stopped") != "interrupted"
+
+
+def data_kwargs(args) -> dict:
+    """The dataset loader's arguments given on the command line (--data-dir, --data-args)."""
+    out = {"data_dir": args.data_dir} if args.data_dir else {}
+    out.update(parse_values(zoo.parse_overrides(args.data_args)))
+    return out
+
+
+def loader_default(dataset: str, key: str):
+    """The default of the dataset loader's argument ``key`` (None if it has none)."""
+    param = inspect.signature(zoo.datasets.DATASETS[dataset]).parameters.get(key)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
 def main(argv: list[str] | None = None) -> int:
     # from the start: a SIGINT / SIGTERM while the data loads stops training at its first step
     with StopSignals() as stop:
@@ -168,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, stop: StopSignals) -> int:
-    if args.num_samples < 40:
+    if args.num_samples is not None and args.num_samples < 40:
         fail("--num-samples must be at least 40 (the 95% interval needs 2 / (1 - 0.95) draws)")
     if args.list:
         print(list_models())
@@ -179,7 +228,7 @@ def run(args, stop: StopSignals) -> int:
             fail("--resume continues in its own folder; drop --out / --overwrite")
         state, run = resumed_plan(args)
         name, dataset_name = state["model_meta"]["model"], run["dataset"]
-        data_seed, data_kwargs = run["data_seed"], run["data_kwargs"]
+        data_seed, loader_kwargs = run["data_seed"], run["data_kwargs"]
     else:
         if not args.model:
             fail("--model is required (or --list to see the models, --resume to continue a run)")
@@ -188,17 +237,21 @@ def run(args, stop: StopSignals) -> int:
         name = args.model
         dataset_name = args.dataset or zoo.MODELS[name].default_dataset
         data_seed = args.data_seed if args.data_seed is not None else 0
-        data_kwargs = {"data_dir": args.data_dir} if args.data_dir else {}
-        data_kwargs.update(parse_values(zoo.parse_overrides(args.data_args)))
+        loader_kwargs = data_kwargs(args)
         if args.data_dir and "data_dir" not in zoo.datasets.dataset_options(dataset_name):
             readers = [
                 d for d in zoo.datasets.DATASETS if "data_dir" in zoo.datasets.dataset_options(d)
             ]
             fail(f"--data-dir is read only by {', '.join(readers)}; {dataset_name} does not use it")
     cls = zoo.MODELS[name]
-    data = zoo.datasets.load_dataset(dataset_name, seed=data_seed, **data_kwargs)
+    data = zoo.datasets.load_dataset(dataset_name, seed=data_seed, **loader_kwargs)
+    series = isinstance(data, zoo.datasets.SeriesData)
+    for key, default in {**RUN_ARGS, **(SERIES_ARGS if series else {})}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     if state is not None:
-        model = zoo.build(name, **state["model_meta"]["config"])
+        overrides = state["model_meta"]["config"]
+        model = zoo.build(name, **overrides)
         fit_cfg = zoo.make_config(
             FitConfig, {"device": args.device, "quiet": args.quiet}, base=FitConfig(**run["fit"])
         )
@@ -224,8 +277,9 @@ def run(args, stop: StopSignals) -> int:
     extra = {
         "dataset": dataset_name,
         "data_seed": data_seed,
-        "data_kwargs": data_kwargs,
+        "data_kwargs": loader_kwargs,
         "fit": dataclasses.asdict(fit_cfg),
+        **{k: getattr(args, k) for k in (*RUN_ARGS, *(SERIES_ARGS if series else ()))},
     }
     saved: dict = dict(state["run"].get("saved") or {}) if state is not None else {}
 
@@ -236,27 +290,21 @@ def run(args, stop: StopSignals) -> int:
     def save_state(s):
         save_training_state(run_dir, {**s, "run": {**extra, "saved": dict(saved)}})
 
-    if isinstance(data, zoo.datasets.SeriesData):
-        if state is not None:
-            fail("--resume is not supported for series data yet; start the run again")
-        save_best.extra = extra
-        return train_series(args, name, model, data, run_dir, fit_cfg, overrides, save_best)
     try:
         rows = state["rows"] if state else None
-        history_csv = HistoryWriter(run_dir / "history.csv", rows) if ctx.is_rank0 else None
-        history = fit(
-            model,
-            data.train,
-            data.val,
-            fit_cfg,
+        hooks = dict(  # every run's fit: the best model, history.csv, resumable state, signals
             on_improve=save_best,
-            on_epoch=history_csv,
+            on_epoch=HistoryWriter(run_dir / "history.csv", rows) if ctx.is_rank0 else None,
             checkpoint=save_state,
             checkpoint_every=args.checkpoint_every,
             resume=state,
             should_stop=stop.requested,
-            dist=ctx,
         )
+        if series:
+            return train_series(
+                args, name, model, data, run_dir, fit_cfg, overrides, extra, hooks, stop
+            )
+        history = fit(model, data.train, data.val, fit_cfg, **hooks, dist=ctx)
     except TrainingDiverged as e:
         if not ctx.is_rank0:
             fail(str(e), 1)
@@ -274,23 +322,7 @@ def run(args, stop: StopSignals) -> int:
     if not ctx.is_rank0:  # the other ranks' work ends with training
         return stop.exit_code if history.stopped == "interrupted" and stop.signum else 0
     if history.stopped == "interrupted":
-        write_json(
-            run_dir / "metrics.json",
-            {
-                "stopped": "interrupted",
-                "signal": stop.name,
-                "epochs_run": len(history.rows),
-                "best_epoch": history.best_epoch,
-                "train_seconds": history.seconds,
-            },
-        )
-        last = history.rows[-1]["epoch"] if history.rows else 0
-        print(
-            f"{stop.name or 'stop'} after epoch {last} (mid-epoch steps kept); resume with: "
-            f"python scripts/train.py --resume {run_dir}",
-            file=sys.stderr,
-        )
-        return stop.exit_code if stop.signum is not None else 1
+        return interrupted(run_dir, stop, history.rows, history.best_epoch, history.seconds)
     before = None
     if args.temperature_scaling:  # post hoc; the temperature is a buffer, saved just below
         before = evaluate(model, data.test, num_samples=args.num_samples)
@@ -317,6 +349,27 @@ def run(args, stop: StopSignals) -> int:
     return 0
 
 
+def interrupted(run_dir, stop, rows, best_epoch, seconds, when: str | None = None) -> int:
+    """A stopped run: ``metrics.json`` says so, one line says how to resume; the exit code."""
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "stopped": "interrupted",
+            "signal": stop.name,
+            "epochs_run": len(rows),
+            "best_epoch": best_epoch,
+            "train_seconds": seconds,
+        },
+    )
+    last = rows[-1]["epoch"] if rows else 0
+    when = when or f"after epoch {last} (mid-epoch steps kept)"
+    print(
+        f"{stop.name or 'stop'} {when}; resume with: python scripts/train.py --resume {run_dir}",
+        file=sys.stderr,
+    )
+    return stop.exit_code if stop.signum is not None else 1
+
+
 def parse_values(items: dict[str, str]) -> dict:
     """Loader arguments from the command line: booleans, numbers and comma lists converted."""
     out = {}
@@ -334,26 +387,60 @@ def parse_values(items: dict[str, str]) -> dict:
     return out
 
 
-def train_series(args, name, model, data, run_dir, fit_cfg, overrides, checkpoint) -> int:
-    """Series data: fit on the history, score the held-out horizon, backtest against baselines."""
+def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, hooks, stop) -> int:
+    """Series data: fit on the history, score the held-out horizon, backtest against baselines.
+
+    The holdout fit takes every run's ``hooks``: it is checkpointed, stops at the end of a step
+    on SIGINT / SIGTERM and resumes exactly. What follows it (the scores, the backtest's refits
+    and baselines) is not checkpointed: once the fit has ended a signal stops the run at once,
+    and ``--resume`` skips the finished fit (its best weights and RNG states come back from
+    ``train_state.pt``, nothing is retrained), then scores and backtests as the uninterrupted
+    run would.
+    """
     if not isinstance(model, SupportsForecast):
         fail(f"model {name!r} does not forecast series (no SupportsForecast hooks)")
-    metrics = forecast_run(
-        model,
-        data,
-        run_dir,
-        lambda history: zoo.build(name, **overrides),
-        fit_cfg,
-        checkpoint=checkpoint,
-        num_samples=args.num_samples,
-        backtest_windows=args.backtest_windows,
-        baseline_names=tuple(b for b in args.baselines.split(",") if b),
-        seed=fit_cfg.seed,
-        calibrate=args.interval_calibration,
-    )
-    zoo.save(model, run_dir, extra={"epoch": metrics["best_epoch"], **checkpoint.extra})
-    table = metrics.pop("baseline_table", None)
-    write_json(run_dir / "metrics.json", metrics)
+    hooks = dict(hooks)
+    on_improve, save_state = hooks.pop("on_improve"), hooks["checkpoint"]
+    state = hooks["resume"]
+    fit_ended = state is not None and state["stopped"] is not None
+
+    def checkpoint(s):
+        nonlocal fit_ended
+        save_state(s)
+        if s["stopped"] is not None:  # the fit has ended and is saved: no step polls after it
+            fit_ended = True
+            stop.interrupt_now()
+
+    try:
+        if fit_ended:
+            stop.interrupt_now()
+        metrics = forecast_run(
+            model,
+            data,
+            run_dir,
+            lambda history: zoo.build(name, **overrides),  # the backtest's refits
+            fit_cfg,
+            checkpoint=on_improve,
+            num_samples=args.num_samples,
+            backtest_windows=args.backtest_windows,
+            baseline_names=tuple(b for b in args.baselines.split(",") if b),
+            seed=fit_cfg.seed,
+            calibrate=args.interval_calibration,
+            fit_kwargs={**hooks, "checkpoint": checkpoint},
+        )
+        if metrics["stopped"] == "interrupted":
+            s = load_training_state(run_dir)
+            return interrupted(run_dir, stop, s["rows"], s["best_epoch"], s["seconds"])
+        zoo.save(model, run_dir, extra={**extra, "epoch": metrics["best_epoch"]})
+        table = metrics.pop("baseline_table", None)
+        write_json(run_dir / "metrics.json", metrics)
+    except KeyboardInterrupt:
+        if not fit_ended or stop.signum is None:  # inside the fit: as for every run
+            raise
+        s = load_training_state(run_dir)
+        last = s["rows"][-1]["epoch"] if s["rows"] else 0
+        when = f"after the fit had ended (epoch {last}), in its scores or backtest"
+        return interrupted(run_dir, stop, s["rows"], s["best_epoch"], s["seconds"], when)
     print(f"{name} on {data.name}: {summary_line(metrics)}")
     if "calibrated" in metrics:
         factor = metrics["calibration"]["factor"]

@@ -276,3 +276,165 @@ def test_sigterm_to_the_script_exits_143_with_one_line(tmp_path):
     assert one_line(err).startswith("SIGTERM after epoch ")
     assert json.loads((out / "metrics.json").read_text())["stopped"] == "interrupted"
     assert consistent(out) == "loadable"
+
+
+# Series runs: the holdout fit as every run's, then scores and a backtest that no step polls.
+SERIES = ["--model", "forecast", "--dataset", "airpassengers", "--epochs", "3", "--batch-size",
+          "8", "--quiet", "--num-samples", "40", "--set", "hidden=8", "layers=1",
+          "--backtest-windows", "1", "--baselines", "seasonal_naive"]  # fmt: skip
+
+
+class SignalAt(train.StopSignals):
+    """train.py's StopSignals that sends this process a real SIGINT at fit's n-th poll of
+    ``should_stop`` (6 steps per epoch here: polls 1-5 inside epoch 1, 6 at its end, ...)."""
+
+    def __init__(self, polls: int):
+        super().__init__()
+        self.polls = polls
+
+    def requested(self) -> bool:
+        self.polls -= 1
+        if self.polls == 0:
+            signal.raise_signal(signal.SIGINT)  # its handler runs before this returns
+        return super().requested()
+
+
+def cli_stopped(argv, stop: train.StopSignals, capsys) -> tuple[int, str, str]:
+    """As :func:`cli`, with ``stop`` in place of main's own StopSignals."""
+    with stop, pytest.raises(SystemExit) as e:
+        run_cli(lambda: train.run(train.make_parser().parse_args([str(a) for a in argv]), stop))
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def straight_series(tmp_path_factory) -> Path:
+    """The uninterrupted series run, as train.py makes it."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: train.main([*SERIES, "--out", str(out)]))
+    assert e.value.code == 0
+    return out
+
+
+def same_run(got: Path, want: Path) -> None:
+    """The same weights, history and metrics (holdout and backtest) but for the clock."""
+    a, b = zoo.load(got).state_dict(), zoo.load(want).state_dict()
+    assert set(a) == set(b)
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
+
+    def cols(path):
+        rows = [r.split(",") for r in (path / "history.csv").read_text().splitlines()]
+        return [r[:-1] for r in rows]  # the last column is seconds
+
+    assert cols(got) == cols(want)
+
+    def scores(obj, key=""):  # flat {path: value}; train_seconds is the clock
+        if isinstance(obj, dict):
+            items = obj.items()
+        elif isinstance(obj, list):
+            items = enumerate(obj)
+        else:
+            return {key: obj}
+        out = {}
+        for k, v in items:
+            if k != "train_seconds":
+                out.update(scores(v, f"{key}/{k}"))
+        return out
+
+    got_m, want_m = (scores(json.loads((p / "metrics.json").read_text())) for p in (got, want))
+    assert got_m["/stopped"] == "completed" and "/backtest/model/overall/crps" in want_m
+    assert set(got_m) == set(want_m)
+    for k, v in want_m.items():
+        assert got_m[k] == (pytest.approx(v, rel=1e-6) if isinstance(v, float) else v), k
+
+
+def test_series_run_stopped_mid_fit_resumes_to_the_straight_run(tmp_path, capsys, straight_series):
+    out = tmp_path / "run"
+    code, _, err = cli_stopped([*SERIES, "--out", out], SignalAt(8), capsys)  # epoch 2, step 2
+    line = one_line(err)
+    assert code == 130 and line.startswith("SIGINT after epoch 1 (mid-epoch steps kept)"), line
+    assert line.endswith(f"resume with: python scripts/train.py --resume {out}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped"] == "interrupted" and metrics["epochs_run"] == 1
+    assert len((out / "history.csv").read_text().splitlines()) == 2
+    assert consistent(out) == "loadable" and not (out / "forecast.png").exists()
+    state = ckpt.load_training_state(out)
+    assert (state["epoch"], state["step"], state["stopped"]) == (2, 2, None)
+    code, _, err = cli(["--resume", out, "--data-args", "horizon=36"], capsys)
+    assert code == 2 and "drop --data-args horizon=36 (the run used the default)" in err
+    code, stdout, _ = cli(["--resume", out], capsys)
+    assert code == 0 and "forecast on airpassengers" in stdout, stdout
+    same_run(out, straight_series)
+    code, _, err = cli(["--resume", out], capsys)
+    assert code == 2 and "already finished (completed); nothing to resume" in one_line(err)
+
+
+def test_series_run_stopped_after_its_fit_resumes_without_retraining(
+    tmp_path, capsys, monkeypatch, straight_series
+):
+    import inference.forecasting as forecasting
+
+    real = forecasting.run_backtests
+
+    def signalled(*args, **kwargs):  # a Ctrl-C as the backtest starts: no step polls here
+        signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forecasting, "run_backtests", signalled)
+    out = tmp_path / "run"
+    with train.StopSignals() as stop:
+        code, _, err = cli_stopped([*SERIES, "--out", out], stop, capsys)
+    line = one_line(err)
+    assert code == 130 and line.startswith("SIGINT after the fit had ended (epoch 3)"), line
+    assert json.loads((out / "metrics.json").read_text())["stopped"] == "interrupted"
+    assert ckpt.load_training_state(out)["stopped"] == "completed"
+    assert consistent(out) == "loadable"
+    history = (out / "history.csv").read_text()
+    monkeypatch.setattr(forecasting, "run_backtests", real)
+    code, _, _ = cli(["--resume", out], capsys)
+    assert code == 0
+    assert (out / "history.csv").read_text() == history  # not retrained: the same seconds too
+    same_run(out, straight_series)
+    # a run killed there (SIGKILL: no metrics.json at all) resumes the same way
+    (out / "metrics.json").unlink()
+    assert cli(["--resume", out], capsys)[0] == 0
+    same_run(out, straight_series)
+
+
+SERIES_REFUSED = [
+    (["--data-args", "horizon=12"], "drop --data-args horizon=12 (the run's is 24)"),
+    (["--backtest-windows", "0"], "drop --backtest-windows 0 (the run's is 1)"),
+    (["--baselines", "ets"], "drop --baselines ets (the run's is seasonal_naive)"),
+    (["--num-samples", "80"], "drop --num-samples 80 (the run's is 40)"),
+    (
+        ["--no-interval-calibration"],
+        "drop --no-interval-calibration (the run's is --interval-calibration)",
+    ),
+    (["--set", "hidden=16"], "drop --set hidden=16 (the run's is 8)"),
+    (["--epochs", "4"], "drop --epochs 4 (the run's is 3)"),
+]
+
+
+def test_series_resume_refuses_other_data_args_or_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [*SERIES, "--data-args", "horizon=24", "--out", out]
+    assert cli_stopped(args, SignalAt(2), capsys)[0] == 130
+    for given, message in SERIES_REFUSED:
+        code, _, err = cli(["--resume", out, *given], capsys)
+        assert code == 2 and message in one_line(err), (given, err)
+    assert ckpt.load_training_state(out)["epoch"] == 1  # nothing refused has trained
+    code, _, _ = cli(["--resume", out, "--data-args", "horizon=24", "--epochs", "3"], capsys)
+    assert code == 0 and json.loads((out / "metrics.json").read_text())["horizon"] == 24
+
+
+def test_sigterm_stops_a_series_run_with_one_line(tmp_path):
+    out = tmp_path / "run"
+    argv = [*SERIES, "--epochs", "100000", "--patience", "0", "--out", str(out)]
+    code = _fork_train(argv, tmp_path / "log", when_file=out / "train_state.pt",
+                       sig=signal.SIGTERM)  # fmt: skip
+    line = one_line((tmp_path / "log").read_text())
+    assert code == 143 and line.startswith("SIGTERM after epoch ") and "--resume" in line, line
+    assert json.loads((out / "metrics.json").read_text())["stopped"] == "interrupted"
+    assert consistent(out) in ("resumable", "loadable")
