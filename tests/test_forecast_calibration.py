@@ -47,7 +47,7 @@ def numpy_conformal_factor(paths, truth, level):
 def test_conformal_factor_calibrates_new_points_both_ways(sd, factor):
     paths, truth = gaussian_paths(40, 10, sd, seed=1)
     cal = fit_spread(paths, truth, 0.9)
-    assert cal.points == 400
+    assert cal.points == 400 and cal.steps == 10
     assert cal.factor == pytest.approx(factor, rel=0.15)
     assert cal.factor == pytest.approx(numpy_conformal_factor(paths, truth, 0.9), rel=1e-9)
     # fresh points from the same source: the widened (or narrowed) intervals cover ~90%
@@ -64,6 +64,7 @@ def test_calibration_keeps_the_median_integers_and_the_sign():
     g = torch.Generator().manual_seed(0)
     counts = torch.poisson(torch.full((300, 3, 5), 4.0), generator=g)
     out = SpreadCalibration(0.4).apply(counts)
+    assert out.std() < 0.6 * counts.std()
     assert torch.equal(out, out.round()) and bool((out >= 0).all())
     assert torch.allclose(out.quantile(0.5, 0), counts.quantile(0.5, 0))
     wide = SpreadCalibration(3.0).apply(counts)
@@ -73,6 +74,17 @@ def test_calibration_keeps_the_median_integers_and_the_sign():
     twice = SpreadCalibration(2.0).apply(real)
     assert torch.allclose(twice - real.quantile(0.5, 0), 2 * (real - real.quantile(0.5, 0)))
     assert bool((twice < 0).any())  # real-valued paths are not clamped
+
+
+def test_paths_beyond_the_validated_steps_are_only_widened():
+    real = torch.randn(200, 2, 6, generator=torch.Generator().manual_seed(3))
+    narrow, wide = SpreadCalibration(0.5, steps=6), SpreadCalibration(2.0, steps=6)
+    assert narrow.factor_for(6) == 0.5 and narrow.factor_for(7) == 1.0
+    assert wide.factor_for(7) == 2.0
+    assert narrow.apply(real).std() < real.std()
+    longer = torch.randn(200, 2, 9)
+    assert torch.equal(narrow.apply(longer), longer)
+    assert wide.apply(longer).std() > 1.5 * longer.std()
 
 
 def test_fit_spread_refuses_a_bad_level_and_ignores_nan_truth():
