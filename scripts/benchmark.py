@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     failed = [n for n, r in results.items() if r.get("passed") is False]
+    unchecked = [n for n, r in results.items() if r.get("passed") is None]
     print(f"\nresults written to {out}")
-    print("targets met: all" if not failed else f"targets missed: {', '.join(failed)}")
+    print("targets met: all checked" if not failed else f"targets missed: {', '.join(failed)}")
+    if unchecked:
+        print(f"targets not checked (--quick, or none set): {', '.join(unchecked)}")
     return 1 if failed else 0
 
 
