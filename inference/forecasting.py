@@ -32,6 +32,7 @@ __all__ = [
     "EarlyStoppingForecaster",
     "run_backtests",
     "baseline_table",
+    "holdout_scores",
 ]
 
 
@@ -361,6 +362,31 @@ def holdout_paths(model, history, future, num_samples: int) -> torch.Tensor:
     return predictive_samples(model, split.x, num_samples)["obs"]
 
 
+def holdout_scores(
+    model, history, future, period: int, num_samples: int, calibration=None
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """The scores of ``model``'s forecast of ``future`` from ``history``, and its paths.
+
+    The metrics are :func:`inference.evaluate`'s (``Predictive`` paths as they are) plus the
+    MASE; given a :class:`SpreadCalibration`, ``calibration`` holds its factor, ``calibrated``
+    the scores of the calibrated paths, and the paths returned are the calibrated ones.
+    """
+    from .evaluate import evaluate
+    from .metrics.forecast import forecast_metrics, seasonal_scale
+
+    metrics = evaluate(model, forecast_split(model, history, future), num_samples=num_samples)
+    paths = holdout_paths(model, history, future, num_samples).cpu()
+    scale = seasonal_scale(history.values, period)
+    thr = history.values[:, -period:].mean(-1, keepdim=True)
+    metrics["mase"] = forecast_metrics(paths, future.values, scale, thr)["overall"]["mase"]
+    if calibration is not None:
+        paths = calibration.apply(paths)
+        scored = forecast_metrics(paths, future.values, scale, thr)
+        metrics["calibration"] = calibration.as_dict()
+        metrics["calibrated"] = {**scored["overall"], "per_horizon": scored["per_horizon"]}
+    return metrics, paths
+
+
 def forecast_run(
     model,
     data,
@@ -394,9 +420,7 @@ def forecast_run(
     from pathlib import Path
 
     from .cli import write_history
-    from .evaluate import evaluate
     from .forecast_summary import fan_chart, summarize_paths
-    from .metrics.forecast import forecast_metrics, seasonal_scale
     from .plots import training_curve
 
     run_dir = Path(run_dir)
@@ -421,20 +445,12 @@ def forecast_run(
     write_history(run_dir / "history.csv", hist.rows)
     if hist.rows:
         training_curve(hist.rows, run_dir / "training_curve.png")
-    split = forecast_split(model, history, future)
-    metrics = evaluate(model, split, num_samples=num_samples)
-    paths = holdout_paths(model, history, future, num_samples).cpu()
-    scale = seasonal_scale(history.values, data.period)
-    thr = history.values[:, -data.period :].mean(-1, keepdim=True)
-    metrics["mase"] = forecast_metrics(paths, future.values, scale, thr)["overall"]["mase"]
+    spread = None
     if calibrate:
         spread = calibrate_on_history(
             [model], history, num_samples=num_samples, val_horizon=data.horizon
         )
-        paths = spread.apply(paths)
-        scored = forecast_metrics(paths, future.values, scale, thr)
-        metrics["calibration"] = spread.as_dict()
-        metrics["calibrated"] = {**scored["overall"], "per_horizon": scored["per_horizon"]}
+    metrics, paths = holdout_scores(model, history, future, data.period, num_samples, spread)
     metrics.update(
         train_seconds=hist.seconds,
         epochs_run=len(hist.rows),

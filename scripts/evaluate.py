@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import zoo  # noqa: E402
 from inference import evaluate, resolve_device, write_plots  # noqa: E402
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
-from inference.forecasting import forecast_split, holdout  # noqa: E402
+from inference.forecasting import SpreadCalibration, holdout, holdout_scores  # noqa: E402
 from zoo.io import read_config  # noqa: E402
 
 
@@ -38,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(data, zoo.datasets.SeriesData):  # the held-out horizon of every series
         history, future = holdout(data)
-        metrics = evaluate(
-            model, forecast_split(model, history, future), num_samples=args.num_samples
-        )
+        cal = meta.get("interval_calibration")
+        spread = SpreadCalibration(**cal) if cal else None
+        metrics, _ = holdout_scores(model, history, future, data.period, args.num_samples, spread)
         write_json(out / "metrics_eval.json", metrics)
         print(f"{meta['model']} on {meta.get('dataset')}: {summary_line(metrics)}")
+        if spread is not None:
+            print(f"intervals x {spread.factor:.3f}: {summary_line(metrics['calibrated'])}")
         return 0
     metrics = evaluate(
         model, data.test, num_samples=args.num_samples, true_log_prob=data.true_log_prob

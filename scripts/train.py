@@ -431,7 +431,9 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
         if metrics["stopped"] == "interrupted":
             s = load_training_state(run_dir)
             return interrupted(run_dir, stop, s["rows"], s["best_epoch"], s["seconds"])
-        zoo.save(model, run_dir, extra={**extra, "epoch": metrics["best_epoch"]})
+        # the factor travels with the weights, so scripts/evaluate.py scores what the run did
+        spread = {"interval_calibration": metrics.get("calibration")}
+        zoo.save(model, run_dir, extra={**extra, "epoch": metrics["best_epoch"], **spread})
         table = metrics.pop("baseline_table", None)
         write_json(run_dir / "metrics.json", metrics)
     except KeyboardInterrupt:

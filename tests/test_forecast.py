@@ -308,3 +308,26 @@ def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
     assert "| seasonal_naive |" in (out / "baselines.md").read_text()
     assert (out / "forecast.png").stat().st_size > 5000
     assert "rolling-origin backtest" in r.stdout
+    # the run is calibrated, and the factor travels with the weights to scripts/evaluate.py
+    assert m["calibration"]["factor"] > 0 and m["calibration"]["points"] == 12
+    assert m["calibrated"]["coverage_90"] >= 0 and "crps" in m["calibrated"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    e = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(out), "--num-samples", "40"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert e.returncode == 0, e.stderr
+    again = json.loads((out / "metrics_eval.json").read_text())
+    assert again["calibration"] == m["calibration"]
+    assert again["calibrated"]["crps"] == pytest.approx(m["calibrated"]["crps"], rel=0.25)
+
+
+def test_train_without_interval_calibration_scores_the_raw_paths_only(tmp_path):
+    out = tmp_path / "raw"
+    r = run("--dataset", "airpassengers", "--epochs", "1", "--quiet", "--num-samples", "40",
+            "--backtest-windows", "0", "--no-interval-calibration", "--out", str(out),
+            "--set", "hidden=8", "layers=1", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert "calibrated" not in m and "calibration" not in m and "backtest" not in m
+    assert json.loads((out / "config.json").read_text())["interval_calibration"] is None
