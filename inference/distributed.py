@@ -36,6 +36,7 @@ __all__ = [
     "TIMEOUT_ENV",
     "context",
     "launch_hint",
+    "relaunch_command",
     "shutdown",
 ]
 
@@ -216,3 +217,20 @@ def launch_hint(device: str | None, script: str = "scripts/train.py") -> str | N
         f"of them launch: torchrun --nproc_per_node={count} {script} ARGS (or pass "
         "--device cuda:0 to silence this)"
     )
+
+
+def relaunch_command(script: str = "scripts/train.py") -> str:
+    """How to launch ``script`` again as this process was launched (for a resume line).
+
+    ``python SCRIPT`` on one process; under torchrun the same number of processes per node
+    (with ``--standalone`` on one node; on several, with the job's rendezvous endpoint).
+    """
+    _, world, _ = _world_from_env()
+    if world <= 1:
+        return f"python {script}"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if per_node >= world:
+        return f"torchrun --standalone --nproc_per_node={world} {script}"
+    nodes = world // max(per_node, 1)
+    flags = f"--nnodes={nodes} --nproc_per_node={per_node} --rdzv-endpoint=HOST:PORT"
+    return f"torchrun {flags} {script}"

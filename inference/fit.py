@@ -390,6 +390,13 @@ def fit(
         diff = ckpt.config_differences(resume["data"], data)
         if diff:
             raise DataError(f"cannot resume on other training data: {'; '.join(diff)}")
+        ran_on = resume.get("world_size")  # absent in states written before it was kept
+        if ran_on is not None and ran_on != ctx.world_size:
+            raise ConfigError(
+                f"cannot resume on {ctx.world_size} process(es) a run trained on {ran_on}: its "
+                "batches, steps per epoch and schedule depend on it; launch the resume as the "
+                f"run was launched ({_launch(ran_on)})"
+            )
 
     elbo = make_elbo(cfg.elbo, cfg.num_particles, plate_nesting(model))
     loss_fn = elbo(model, model.guide)
@@ -460,6 +467,7 @@ def fit(
                 "rng": ckpt.capture_rng(generator),
                 "fit": run_config,
                 "data": data,
+                "world_size": ctx.world_size,
                 "model_meta": describe(model),
             }
         )
@@ -594,6 +602,10 @@ def _diverged(history: History, bar, start: float, what: str, epoch: int) -> Non
         epoch=epoch,
         kept_epoch=kept,
     )
+
+
+def _launch(world_size: int) -> str:
+    return f"torchrun --nproc_per_node={world_size}" if world_size > 1 else "one process"
 
 
 def _unpack(split) -> tuple[torch.Tensor, torch.Tensor | None]:

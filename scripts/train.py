@@ -364,7 +364,8 @@ def interrupted(run_dir, stop, rows, best_epoch, seconds, when: str | None = Non
     last = rows[-1]["epoch"] if rows else 0
     when = when or f"after epoch {last} (mid-epoch steps kept)"
     print(
-        f"{stop.name or 'stop'} {when}; resume with: python scripts/train.py --resume {run_dir}",
+        f"{stop.name or 'stop'} {when}; resume with: "
+        f"{distributed.relaunch_command()} --resume {run_dir}",
         file=sys.stderr,
     )
     return stop.exit_code if stop.signum is not None else 1
