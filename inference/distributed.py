@@ -104,6 +104,16 @@ class DistContext:
         pyro.set_rng_seed(seed + 1_000_003 * self.rank)
         return ddp
 
+    def seed_epoch(self, seed: int, epoch: int) -> None:
+        """Seeds this rank's RNGs (its ELBO noise) from the seed, the rank and the epoch.
+
+        Called at each epoch's start when distributed (a no-op on one process, whose RNG
+        states are saved and restored instead): the state rank 0 saves holds only its own
+        RNGs, and with this every rank's noise after a resume is the uninterrupted run's.
+        """
+        if self.enabled:
+            pyro.set_rng_seed(seed + 1_000_003 * self.rank + epoch)
+
     def order(self, n: int, seed: int) -> EpochOrder:
         """This rank's share of the n training points, epoch by epoch."""
         return EpochOrder(n, self, seed)

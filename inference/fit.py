@@ -321,8 +321,8 @@ def fit(
             torchrun it is polled at the end of each epoch and all-reduced (any rank stops all).
         dist: the :class:`inference.distributed.DistContext`; by default derived from the
             environment: under torchrun, data-parallel SVI with DDP (one process otherwise).
-            A resume is exact on one process; under torchrun each rank then draws fresh ELBO
-            noise from the seed, the rank and the epoch.
+            Under torchrun each rank's RNGs are seeded from the seed, the rank and the epoch
+            at every epoch's start, so a resume with the same number of ranks is exact too.
 
     Raises:
         TrainingDiverged: the loss became NaN or inf, or exploded (``explode_factor``). The
@@ -441,9 +441,7 @@ def fit(
         if first_step:
             perm = resume["perm"].to(device)
             losses = [t.to(device) for t in resume["losses"]]
-        ckpt.restore_rng(resume["rng"], generator)
-        if ctx.enabled:  # the state holds rank 0's RNGs: each rank draws its own noise again
-            pyro.set_rng_seed(seed + 1_000_003 * ctx.rank + first_epoch)
+        ckpt.restore_rng(resume["rng"], generator)  # rank 0's; ctx.seed_epoch reseeds each rank
 
     def state_now(epoch: int, next_step: int, stopped: str | None = None) -> dict:
         return ckpt.clone_tensors(
@@ -482,6 +480,7 @@ def fit(
         # before any weights are saved, so a folder with a model checkpoint is always resumable
         checkpoint(state_now(1, 0))
     for epoch in bar:
+        ctx.seed_epoch(seed, epoch)  # under torchrun: this rank's noise, the same after a resume
         if isinstance(model, HasEpochSchedule):
             model.set_epoch(epoch, cfg.epochs)
         model.train()

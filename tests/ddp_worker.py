@@ -8,6 +8,8 @@ python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py train OUT
     scripts/train.py ARGS, unchanged but for two spies: each rank saves its trained weights to
     OUT/weights-RANK.pt; FAULT ``raise:K`` makes rank 1's K-th training step raise (and record
     the time it did in OUT/fault-time), ``none`` does nothing.
+    ARGS may hold several runs separated by ``::``, trained one after the other in one job;
+    run K > 0 saves OUT/weights-RANK-runK.pt. Each rank writes its exit code to OUT/exit-RANK.
 python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py step+train OUT none ARGS...
     both in one job (one start of the processes is most of a test's time on 2 cores).
 """
@@ -128,13 +130,24 @@ def main_train(out: Path, fault: str, argv: list[str]) -> None:
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
     rank = int(os.environ["RANK"])
+    runs = [[]]
+    for arg in argv:  # "::" separates the runs
+        if arg == "::":
+            runs.append([])
+        else:
+            runs[-1].append(arg)
+    current = [0]
 
     def spy_fit(model, *args, **kwargs):
         history = fit(model, *args, **kwargs)
-        torch.save(model.state_dict(), out / f"weights-{rank}.pt")
+        tag = f"-run{current[0]}" if current[0] else ""
+        torch.save(model.state_dict(), out / f"weights-{rank}{tag}.pt")
         return history
 
     train.fit = spy_fit
+    # one process group for all the runs: the worker ends it (a group started anew after
+    # destroy_process_group on torchrun's store would wait for stale keys)
+    train.distributed.shutdown = lambda: None
     if fault.startswith("raise:") and rank == 1:
         k, calls, real_call = int(fault.partition(":")[2]), [0], TrainStep.__call__
 
@@ -146,7 +159,19 @@ def main_train(out: Path, fault: str, argv: list[str]) -> None:
             return real_call(self, xb, yb)
 
         TrainStep.__call__ = failing
-    train.run_cli(lambda: train.main(argv))
+
+    def every_run() -> int:
+        for current[0], args in enumerate(runs):
+            code = train.main(args)
+            if code:
+                return code
+        return 0
+
+    try:
+        train.run_cli(every_run)
+    except SystemExit as e:
+        (out / f"exit-{rank}").write_text(str(e.code))
+        raise
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ The ranks run ``tests/ddp_worker.py``; these tests compare what they saved with 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -175,3 +178,123 @@ def test_several_gpus_without_torchrun_say_how_to_launch(monkeypatch):
     assert launch_hint("cuda:0") is None  # one GPU chosen on purpose
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert launch_hint("cuda") is None
+
+
+#: bnn (latent weights: per-rank ELBO noise, seeded per epoch) with a cosine schedule
+RESUME_EPOCHS = 8
+RESUME_ARGS = ["--model", "bnn", "--epochs", str(RESUME_EPOCHS), "--batch-size", "32", "--quiet"]
+RESUME_ARGS += ["--num-samples", "40", "--seed", "3", "--checkpoint-every", "0"]
+RESUME_ARGS += ["--set", "hidden=8", "depth=1"]
+
+
+def history_rows(run: Path) -> list[dict[str, float]]:
+    lines = (run / "history.csv").read_text().splitlines()
+    keys = lines[0].split(",")
+    return [dict(zip(keys, map(float, line.split(",")), strict=True)) for line in lines[1:]]
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, int]:
+    """A 2-rank bnn run stopped by one SIGINT to torchrun once 2 epochs are in history.csv."""
+    out = tmp_path_factory.mktemp("ddp-stop")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env["PYTHONWARNINGS"] = "error::UserWarning"
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [str(WORKER), "train", str(out), "none", "--out", "cut", *RESUME_ARGS]
+    p = subprocess.Popen(cmd, cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    history, deadline = out / "cut" / "history.csv", time.time() + 180
+    while p.poll() is None and time.time() < deadline:
+        if history.exists() and history.read_text().count("\n") >= 3:  # header + 2 epochs
+            p.send_signal(signal.SIGINT)  # as Ctrl-C does: torchrun forwards it to the ranks
+            break
+        time.sleep(0.02)
+    stdout, stderr = p.communicate(timeout=120)
+    r = subprocess.CompletedProcess(cmd, p.returncode, stdout.decode(), stderr.decode())
+    rows = history_rows(out / "cut")
+    assert 2 <= len(rows) < RESUME_EPOCHS, (rows, r.stderr[-3000:])
+    return out, r, len(rows)
+
+
+def test_sigint_to_torchrun_stops_both_ranks_at_an_epoch_end_resumably(stopped):
+    out, r, k = stopped
+    run = out / "cut"
+    assert r.returncode != 0  # torchrun's own status (it re-raises the signal as an error)
+    # each rank ends the run itself, with the shell's code for SIGINT
+    assert [(out / f"exit-{i}").read_text() for i in range(2)] == ["130", "130"]
+    lines = [line for line in r.stderr.splitlines() if "resume with:" in line]
+    resume = "torchrun --standalone --nproc_per_node=2 scripts/train.py --resume cut"
+    assert lines == [f"SIGINT after epoch {k} (mid-epoch steps kept); resume with: {resume}"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["stopped"], metrics["signal"], metrics["epochs_run"]) == (
+        "interrupted",
+        "SIGINT",
+        k,
+    )
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"], state["world_size"], state["stopped"]) == (
+        k + 1,
+        0,
+        2,
+        None,
+    )
+    w0, w1 = (torch.load(out / f"weights-{i}.pt") for i in range(2))
+    for key in w0:  # both ranks stopped after the same epoch
+        torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["cut"]
+
+
+def test_a_two_rank_run_resumed_by_one_process_is_refused_in_one_line(stopped, tmp_path, capsys):
+    import shutil
+
+    run = shutil.copytree(stopped[0] / "cut", tmp_path / "cut")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    with pytest.raises(SystemExit) as e:
+        train.run_cli(lambda: train.main(["--resume", str(run), "--quiet"]))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot resume on 1 process(es) a run trained on 2: ")
+    assert err.endswith("(torchrun --nproc_per_node=2)") and "\n" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # still resumable
+
+
+@pytest.fixture(scope="module")
+def resumed(stopped, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """One torchrun job: ``--resume cut``, then the same run straight through (``straight``)."""
+    out, spies = stopped[0], tmp_path_factory.mktemp("ddp-resume")
+    resume = ["--resume", "cut", "--quiet", "::", "--out", "straight", *RESUME_ARGS]
+    r = torchrun(WORKER, "train", spies, "none", *resume, cwd=out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, spies, r
+
+
+def test_torchrun_resume_continues_where_the_two_ranks_stopped(stopped, resumed):
+    out, spies, r = resumed
+    k = stopped[2]
+    assert r.stdout.count("run folder: cut") == 1 and r.stdout.count("run folder:") == 2
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["cut", "straight"]
+    rows, straight = history_rows(out / "cut"), history_rows(out / "straight")
+    assert [row["epoch"] for row in rows] == list(range(1, RESUME_EPOCHS + 1))  # each once
+    for a, b in zip(rows[:k], straight[:k], strict=True):  # the same run up to the stop
+        assert {**a, "seconds": 0} == {**b, "seconds": 0}  # bit for bit
+    metrics = json.loads((out / "cut" / "metrics.json").read_text())
+    assert (metrics["stopped"], metrics["epochs_run"]) == ("completed", RESUME_EPOCHS)
+    assert all(math.isfinite(metrics[m]) for m in ("nll", "crps", "rmse"))
+    w0, w1 = (torch.load(spies / f"weights-{i}.pt") for i in range(2))
+    model = zoo.load(out / "cut")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0)  # the ranks agree
+        torch.testing.assert_close(value, w0[key], rtol=0, atol=0)  # rank 0 wrote them
+    # each rank's noise is seeded per epoch: the resumed run is the straight one
+    for a, b in zip(rows[k:], straight[k:], strict=True):
+        assert math.isfinite(a["loss"])
+        assert {**a, "seconds": 0} == pytest.approx({**b, "seconds": 0}, rel=1e-6), (a, b)
+    w_straight = torch.load(spies / "weights-0-run1.pt")
+    for key, value in w0.items():
+        torch.testing.assert_close(value, w_straight[key], rtol=1e-6, atol=1e-7)
+    again = json.loads((out / "straight" / "metrics.json").read_text())
+    for key in ("nll", "crps", "rmse", "coverage_90"):
+        assert metrics[key] == pytest.approx(again[key], rel=1e-6), key
