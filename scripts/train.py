@@ -362,10 +362,12 @@ def interrupted(run_dir, stop, rows, best_epoch, seconds, when: str | None = Non
         },
     )
     last = rows[-1]["epoch"] if rows else 0
-    when = when or f"after epoch {last} (mid-epoch steps kept)"
+    relaunch = distributed.relaunch_command()
+    # one process stops after a step; under torchrun every rank stops at an epoch's end
+    kept = "mid-epoch steps kept" if relaunch.startswith("python") else "every rank stopped there"
+    when = when or f"after epoch {last} ({kept})"
     print(
-        f"{stop.name or 'stop'} {when}; resume with: "
-        f"{distributed.relaunch_command()} --resume {run_dir}",
+        f"{stop.name or 'stop'} {when}; resume with: {relaunch} --resume {run_dir}",
         file=sys.stderr,
     )
     return stop.exit_code if stop.signum is not None else 1

@@ -224,7 +224,7 @@ def test_sigint_to_torchrun_stops_both_ranks_at_an_epoch_end_resumably(stopped):
     assert [(out / f"exit-{i}").read_text() for i in range(2)] == ["130", "130"]
     lines = [line for line in r.stderr.splitlines() if "resume with:" in line]
     resume = "torchrun --standalone --nproc_per_node=2 scripts/train.py --resume cut"
-    assert lines == [f"SIGINT after epoch {k} (mid-epoch steps kept); resume with: {resume}"]
+    assert lines == [f"SIGINT after epoch {k} (every rank stopped there); resume with: {resume}"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["stopped"], metrics["signal"], metrics["epochs_run"]) == (
         "interrupted",
