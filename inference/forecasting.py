@@ -146,7 +146,9 @@ class SpreadCalibration:
         factor = self.factor_for(paths.shape[-1])
         if factor == 1.0:
             return paths
-        median = paths.quantile(0.5, dim=0, keepdim=True)
+        from .metrics.forecast import sample_quantiles
+
+        median = sample_quantiles(paths, [0.5])
         out = median + factor * (paths - median)
         if bool((paths == paths.round()).all()):
             out = out.round()
@@ -172,8 +174,9 @@ def fit_spread(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> 
         raise ValueError(f"level must lie in (0, 1); got {level}")
     paths = torch.as_tensor(paths, dtype=torch.float64)
     truth = torch.as_tensor(truth, dtype=torch.float64).reshape(paths.shape[1:])
-    q = torch.tensor([(1 - level) / 2, 0.5, (1 + level) / 2], dtype=torch.float64)
-    lower, median, upper = paths.quantile(q, dim=0)
+    from .metrics.forecast import sample_quantiles
+
+    lower, median, upper = sample_quantiles(paths, [(1 - level) / 2, 0.5, (1 + level) / 2])
     above = truth > median
     gap = torch.where(above, upper - median, median - lower)
     dev = (truth - median).abs()
@@ -237,7 +240,8 @@ class EarlyStoppingForecaster(ModelForecaster):
             from the fit options, 0 when unset), member 0 as a single forecaster is.
         calibrate: widen or narrow the pooled paths by the split-conformal factor
             (:func:`fit_spread`) of their forecasts of the validation window (the history's
-            last training-horizon steps, which the members were early-stopped on).
+            last steps, ``val_horizon`` or the training windows' horizon, which the members
+            were early-stopped on).
         level: the central interval the calibration targets.
         calibration_samples: paths per member for the validation forecast.
         val_horizon: the steps of the validation forecast, where the history can spare them
