@@ -1,0 +1,89 @@
+"""Split-conformal calibration of forecast sample paths: a spread factor and its fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .metrics.forecast import sample_quantiles
+
+__all__ = ["SpreadCalibration", "fit_spread"]
+
+
+@dataclass(frozen=True)
+class SpreadCalibration:
+    """Sample paths widened (``factor > 1``) or narrowed about their per-step median.
+
+    ``apply(paths)`` maps every draw to ``median + factor * (draw - median)`` at each series and
+    step, so each central interval's half-widths are multiplied by ``factor`` and the median is
+    kept. Paths that were all integers stay integers (rounded) and paths that were all
+    non-negative stay non-negative, so a count forecaster's paths keep their support.
+    ``factor`` comes from :func:`fit_spread` on a validation window; ``points`` is how many
+    held-out points it rests on and ``steps`` how far ahead that window reached (None: the
+    factor holds at every horizon).
+
+    Paths longer than ``steps`` are only ever widened (``max(factor, 1)``): errors grow with the
+    horizon faster than a forecaster's own spread often does, so a window that found the
+    intervals too wide says nothing safe about steps beyond it (AirPassengers: 12 validated
+    months narrowed a 36-month forecast to 8% coverage).
+    """
+
+    factor: float = 1.0
+    level: float = 0.9
+    points: int = 0
+    steps: int | None = None
+
+    def factor_for(self, horizon: int) -> float:
+        """The factor applied to paths of ``horizon`` steps."""
+        if self.steps is None or horizon <= self.steps:
+            return self.factor
+        return max(self.factor, 1.0)
+
+    def apply(self, paths: torch.Tensor) -> torch.Tensor:
+        factor = self.factor_for(paths.shape[-1])
+        if factor == 1.0:
+            return paths
+        median = sample_quantiles(paths, [0.5])
+        out = median + factor * (paths - median)
+        if bool((paths == paths.round()).all()):
+            out = out.round()
+        if bool((paths >= 0).all()):
+            out = out.clamp_min(0)
+        return out
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+def fit_spread(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> SpreadCalibration:
+    """The split-conformal spread factor of ``[S, N, H]`` paths against their ``[N, H]`` truth.
+
+    Each held-out point needs the factor ``c_i`` that just brings it inside the central
+    ``level`` interval widened about the median (``(y - median) / (upper - median)`` above the
+    median, ``(median - y) / (median - lower)`` below); the factor is the
+    ``ceil((n + 1) * level)``-th smallest of the ``n`` points' ``c_i`` (split conformal
+    prediction, Vovk et al. 2005; Stankeviciute et al. 2021 for forecasts), so the widened
+    interval covers a new exchangeable point with probability at least ``level``.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1); got {level}")
+    paths = torch.as_tensor(paths, dtype=torch.float64)
+    truth = torch.as_tensor(truth, dtype=torch.float64).reshape(paths.shape[1:])
+    lower, median, upper = sample_quantiles(paths, [(1 - level) / 2, 0.5, (1 + level) / 2])
+    above = truth > median
+    gap = torch.where(above, upper - median, median - lower)
+    dev = (truth - median).abs()
+    need = torch.where(gap > 0, dev / gap.clamp_min(1e-300), torch.where(dev > 0, torch.inf, 0.0))
+    need = need[torch.isfinite(truth)].flatten()
+    n = need.numel()
+    if n == 0:
+        return SpreadCalibration(1.0, level, 0)
+    k = min(n, math.ceil((n + 1) * level))
+    factor = float(need.sort().values[k - 1])
+    steps = int(truth.shape[-1])
+    if not math.isfinite(factor) or factor <= 0:
+        return SpreadCalibration(1.0, level, n, steps)  # zero-width intervals: nothing to scale
+    return SpreadCalibration(factor, level, n, steps)
