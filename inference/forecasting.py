@@ -225,14 +225,11 @@ class EarlyStoppingForecaster(ModelForecaster):
             )  # fmt: skip
         return self
 
-    def _pooled(self, x, num_samples: int) -> torch.Tensor:
-        return pooled_paths(self.models, x, num_samples, self.parallel)
-
     def sample(self, history, horizon: int, num_samples: int, future_covariates=None):
         if not self.models:
             raise RuntimeError("call fit(history) before sample()")
         x = self.model.forecast_inputs(history, horizon, future_covariates)
-        return self.calibration.apply(self._pooled(x, num_samples))
+        return self.calibration.apply(pooled_paths(self.models, x, num_samples, self.parallel))
 
 
 def baselines(names: tuple[str, ...] = ("seasonal_naive", "ets")) -> dict[str, Callable]:
