@@ -62,11 +62,14 @@ def test_every_head_trains_and_samples_paths(output, rnn):
 
 
 @pytest.mark.parametrize(
-    "output, skip", [(o, False) for o in OUTPUTS] + [(o, True) for o in SKIP_OUTPUTS]
+    "output, skip, log",
+    [(o, False, False) for o in OUTPUTS]
+    + [(o, s, True) for o in SKIP_OUTPUTS for s in (False, True)]
+    + [(o, True, False) for o in SKIP_OUTPUTS],
 )
-def test_path_log_prob_is_the_sum_of_autoregressive_step_densities(output, skip):
+def test_path_log_prob_is_the_sum_of_autoregressive_step_densities(output, skip, log):
     # log_prob (teacher forcing in one RNN call) and sample (one step at a time) must agree
-    model = tiny(output=output, seasonal_skip=skip).eval()
+    model = tiny(output=output, seasonal_skip=skip, log_target=log).eval()
     x = model.example_inputs(5)
     with torch.no_grad():
         d = model.predictive_distribution(x)
@@ -101,6 +104,56 @@ def test_seasonal_skip_centres_each_step_on_the_value_one_period_back():
     torch.testing.assert_close(step.icdf(half), torch.zeros_like(lagged))  # control: no skip
 
 
+def test_log_target_is_a_log_normal_in_data_units_with_positive_paths():
+    # an independent reference: Normal over log(y / scale) is LogNormal(loc + log scale, sigma)
+    head = make_head("normal", log=True)
+    out = torch.randn(40, head.num_outputs)
+    scale = 3 + torch.rand(40)
+    d = head(out, scale)
+    base = head.likelihood(out)  # the Normal of the log of the scaled value
+    assert isinstance(base, torch.distributions.Normal)
+    ref = torch.distributions.LogNormal(base.loc + scale.log(), base.scale)
+    y = ref.sample((7,))
+    torch.testing.assert_close(d.log_prob(y), ref.log_prob(y))
+    model = tiny(output="studentt", log_target=True).eval()
+    paths = Predictive(model, num_samples=50, parallel=True)(model.example_inputs(6))["obs"]
+    assert paths.shape == (50, 6, 3) and (paths > 0).all()
+
+
+def test_log_target_with_seasonal_skip_centres_on_the_value_one_period_back():
+    model = tiny(output="normal", seasonal_skip=True, log_target=True).eval()
+    with torch.no_grad():
+        model.proj.weight.zero_()
+        model.proj.bias.zero_()  # no log change: the median is the seasonal naive path
+    x = model.example_inputs(6)
+    d = model.predictive_distribution(x)
+    y = d.sample()
+    state, z, features, scale = d._flat()
+    step = model.path_dist(state, torch.cat([z, y / scale[:, None]], -1), features, scale)
+    period, p = model.config.period, model.past_length
+    lagged = torch.cat([x[:, :p, 0], y], -1)[:, p - period : p - period + y.shape[1]]
+    torch.testing.assert_close(step.icdf(torch.full_like(lagged, 0.5)), lagged)
+
+
+def test_log_target_refuses_non_positive_values_and_outputs_without_a_location():
+    model = tiny(output="studentt", log_target=True)
+    x = model.example_inputs(4)
+    y = torch.ones(4, 3)
+    y[3, 2] = 0.0
+    with pytest.raises(TargetError, match=r"must be positive.*row 3, step 2 has 0.0"):
+        model.check_data(x, y)
+    x[2, 1, 0] = -1.0
+    with pytest.raises(TargetError, match=r"must be positive.*row 2, step 1 has -1.0"):
+        model.check_data(x, torch.ones(4, 3))
+    s = series()
+    s.values[2, 7] = -0.5
+    with pytest.raises(zoo.DataError, match="positive values.*series 's2' has -0.5 at position 7"):
+        model.training_windows(s)
+    for output in ("quantile", "binned", "poisson", "negbinomial"):
+        with pytest.raises(ValueError, match="log_target needs one of the outputs"):
+            tiny(output=output, log_target=True)
+
+
 @pytest.mark.parametrize("kw", [{"output": "quantile"}, {"output": "poisson"}, {"period": 1}])
 def test_seasonal_skip_is_refused_where_it_has_no_meaning(kw):
     with pytest.raises(ValueError, match="seasonal_skip"):
@@ -120,9 +173,13 @@ def test_parallel_and_sequential_predictive_draw_from_the_same_paths():
     assert ((a.mean(0) - b.mean(0)).abs() < 5 * se).all()
 
 
-@pytest.mark.parametrize("name", ["normal", "studentt", "mixture", "quantile", "binned"])
-def test_continuous_heads_undo_the_scale_in_the_distribution(name):
-    head = make_head(name)
+@pytest.mark.parametrize(
+    "name, log",
+    [(n, False) for n in ("normal", "studentt", "mixture", "quantile", "binned")]
+    + [(n, True) for n in SKIP_OUTPUTS],
+)
+def test_continuous_heads_undo_the_scale_in_the_distribution(name, log):
+    head = make_head(name, log=log)
     out = torch.randn(50, head.num_outputs)
     torch.manual_seed(0)
     unit = head(out, torch.ones(50))

@@ -12,14 +12,14 @@ import torch
 from torch import Tensor, nn
 
 from .base import DataError, ZooModel
-from .forecast_heads import DEFAULT_LEVELS, OUTPUTS, make_head, quantile_levels_ok
+from .forecast_heads import DEFAULT_LEVELS, LOG_OUTPUTS, OUTPUTS, make_head, quantile_levels_ok
 from .forecast_path import ForecastPath, calendar_position
 
 __all__ = ["ForecastConfig", "Forecaster", "ForecastPath", "calendar_position"]
 
 
-#: outputs with a location the seasonal skip can shift
-SKIP_OUTPUTS = ("normal", "studentt", "mixture")
+#: outputs with a location the seasonal skip can shift (and a log likelihood can model)
+SKIP_OUTPUTS = LOG_OUTPUTS
 
 
 @dataclass
@@ -45,6 +45,11 @@ class ForecastConfig:
         seasonal_skip: the output's location is the (scaled) value one period earlier plus
             what the network predicts, so the network learns the change from the seasonal-naive
             forecast (normal, studentt and mixture outputs).
+        log_target: the likelihood is over the log of the scaled value and the lags are logs
+            (log-normal, log-Student-t, log-mixture; normal, studentt and mixture outputs):
+            multiplicative seasonality and growth become additive, and paths stay positive.
+            Needs positive targets; with ``seasonal_skip`` the network predicts the log ratio
+            to the value one period back.
     """
 
     context_length: int = 0
@@ -65,6 +70,7 @@ class ForecastConfig:
     harmonics: int = 2
     max_windows: int = 4000
     seasonal_skip: bool = False
+    log_target: bool = False
 
     def validate(self) -> None:
         if self.output not in OUTPUTS:
@@ -81,6 +87,11 @@ class ForecastConfig:
             raise ValueError(
                 "seasonal_skip needs a period >= 2 and one of the outputs"
                 f" {', '.join(SKIP_OUTPUTS)}; got output {self.output!r}, period {self.period}"
+            )
+        if self.log_target and self.output not in LOG_OUTPUTS:
+            raise ValueError(
+                f"log_target needs one of the outputs {', '.join(LOG_OUTPUTS)}; got output"
+                f" {self.output!r}"
             )
         if not quantile_levels_ok(self.quantile_levels):
             raise ValueError("quantile_levels must be two or more distinct levels in (0, 1)")
@@ -138,6 +149,7 @@ class Forecaster(ZooModel):
             levels=c.quantile_levels,
             num_bins=c.num_bins,
             bin_range=(c.bin_low, c.bin_high),
+            log=c.log_target,
         )
         inputs = len(self.lags) + 2 * self.num_harmonics + c.num_covariates + 1
         rnn = nn.GRU if c.rnn == "gru" else nn.LSTM
@@ -165,7 +177,11 @@ class Forecaster(ZooModel):
     def _lags(self, z: Tensor, steps: int) -> Tensor:
         """Lag inputs ``[B, steps, L]`` of the last ``steps`` positions of ``z`` (values unused)."""
         pos = z.shape[1] - steps + torch.arange(steps, device=z.device)
-        return z[:, pos[:, None] - self.lag_index[None, :]]
+        return self._value(z[:, pos[:, None] - self.lag_index[None, :]])
+
+    def _value(self, z: Tensor) -> Tensor:
+        """Scaled values as the network reads them: logs with ``log_target``."""
+        return z.clamp(min=1e-6).log() if self.config.log_target else z
 
     def _run(self, state: tuple[Tensor, ...], inputs: Tensor):
         """RNN outputs projected to head outputs, and the new state as a tuple (h,) or (h, c)."""
@@ -177,7 +193,7 @@ class Forecaster(ZooModel):
         if not self.config.seasonal_skip:
             return None
         pos = z.shape[1] - steps + torch.arange(steps, device=z.device)
-        return z[:, pos - self.config.period]
+        return self._value(z[:, pos - self.config.period])
 
     def path_dist(self, state, z: Tensor, features: Tensor, scale: Tensor):
         """Per-step distributions ``[B, T]`` with teacher forcing on the scaled path ``z``."""
@@ -278,7 +294,7 @@ class Forecaster(ZooModel):
         if tuple(y.shape) != want:
             raise DataError(f"y must have shape {list(want)}; got {list(y.shape)}")
         self.head.check_support(y)
-        if self.head.kind == "count":
+        if self.head.kind == "count" or self.config.log_target:
             self.head.check_support(x[:, : self.past_length, 0])
         return x, y
 
@@ -292,7 +308,7 @@ class Forecaster(ZooModel):
         t = torch.arange(steps, dtype=torch.float32)
         level = 5 + 4 * torch.rand(n, 1)
         season = torch.sin(2 * math.pi * t / self.config.period)
-        target = (level * (1 + 0.3 * season) + torch.randn(n, steps)).clamp(min=0).round()
+        target = (level * (1 + 0.3 * season) + torch.randn(n, steps)).clamp(min=1).round()
         phase = (t + torch.randint(self.config.period, (n, 1))) % self.config.period
         cov = torch.randn(n, steps, self.config.num_covariates)
         return torch.cat([target[..., None], phase[..., None], cov], -1)
@@ -318,15 +334,18 @@ class Forecaster(ZooModel):
         return torch.stack(channels, -1)
 
     def _check_series(self, series, need: int, what: str, extra: str = "") -> None:
+        v = series.values
+        bad, needs = None, ""
         if self.head.kind == "count":
-            v = series.values
-            bad = (v < 0) | (v != v.round())
-            if bad.any():
-                i, j = (int(k) for k in bad.nonzero()[0])
-                raise DataError(
-                    f"output {self.config.output} needs non-negative integer counts; series"
-                    f" {series.names[i]!r} has {float(v[i, j])} at position {j}"
-                )
+            bad, needs = (v < 0) | (v != v.round()), "non-negative integer counts"
+        elif self.config.log_target:
+            bad, needs = v <= 0, "positive values (log_target; set it False)"
+        if bad is not None and bad.any():
+            i, j = (int(k) for k in bad.nonzero()[0])
+            raise DataError(
+                f"output {self.config.output} needs {needs}; series"
+                f" {series.names[i]!r} has {float(v[i, j])} at position {j}"
+            )
         if len(series) < need:
             raise DataError(
                 f"series of length {len(series)} are too short for {what}: it needs {need}"

@@ -12,15 +12,24 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.distributions import constraints
-from pyro.distributions.transforms import AffineTransform
+from pyro.distributions.transforms import AffineTransform, ExpTransform
 from torch import Tensor, nn
 
 from .likelihoods import NegativeBinomial, Normal, Poisson, StudentT, TargetError
 from .mdn import GaussianMixture
 
-__all__ = ["OUTPUTS", "Head", "QuantileDistribution", "BinnedDistribution", "make_head"]
+__all__ = [
+    "OUTPUTS",
+    "LOG_OUTPUTS",
+    "Head",
+    "QuantileDistribution",
+    "BinnedDistribution",
+    "make_head",
+]
 
 OUTPUTS = ("normal", "studentt", "negbinomial", "poisson", "mixture", "quantile", "binned")
+#: outputs with a location: the seasonal skip can shift them, and they can model the log
+LOG_OUTPUTS = ("normal", "studentt", "mixture")
 DEFAULT_LEVELS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975)
 
 
@@ -35,10 +44,11 @@ class Head(nn.Module):
 
     kind = "continuous"
 
-    def __init__(self, name: str, likelihood: nn.Module | None = None):
+    def __init__(self, name: str, likelihood: nn.Module | None = None, log: bool = False):
         super().__init__()
         self.name = name
         self.likelihood = likelihood
+        self.log = log
 
     @property
     def num_outputs(self) -> int:
@@ -48,14 +58,25 @@ class Head(nn.Module):
         self, out: Tensor, scale: Tensor, offset: Tensor | None = None
     ) -> dist.Distribution:
         """The step distribution in data units: ``scale * (offset + base)``, where ``base`` is
-        the likelihood's distribution of the scaled value (``offset``: the seasonal skip)."""
+        the likelihood's distribution of the scaled value (``offset``: the seasonal skip).
+
+        With ``log`` the likelihood is over the log of the scaled value instead:
+        ``scale * exp(offset + base)`` (``offset`` then a log too), a log-normal, log-Student-t
+        or log-mixture whose samples stay positive."""
         base = self.likelihood(out)
+        if self.log:
+            shift = 0.0 if offset is None else offset
+            steps = [AffineTransform(shift, 1.0), ExpTransform(), AffineTransform(0.0, scale)]
+            return dist.TransformedDistribution(base, steps)
         loc = 0.0 if offset is None else offset * scale
         return dist.TransformedDistribution(base, AffineTransform(loc, scale))
 
     def check_support(self, y: Tensor) -> None:
         """Raises :class:`TargetError` naming the first row and step outside the support."""
         _require(~torch.isfinite(y), y, f"{self.name} targets must be finite")
+        if self.log:
+            what = f"log_target {self.name} targets must be positive (set log_target=False)"
+            _require(y <= 0, y, what)
 
 
 def _require(bad: Tensor, y: Tensor, what: str) -> None:
@@ -215,14 +236,18 @@ def make_head(
     levels: tuple[float, ...] = DEFAULT_LEVELS,
     num_bins: int = 200,
     bin_range: tuple[float, float] = (-5.0, 5.0),
+    log: bool = False,
 ) -> Head:
-    """The head for output ``name``; an unknown name lists the valid ones."""
+    """The head for output ``name``; an unknown name lists the valid ones. ``log``: the
+    likelihood is over the log of the scaled value (``normal``, ``studentt``, ``mixture``)."""
+    if log and name not in LOG_OUTPUTS:
+        raise ValueError(f"a log likelihood needs one of {', '.join(LOG_OUTPUTS)}; got {name!r}")
     if name == "normal":
-        return Head(name, Normal())
+        return Head(name, Normal(), log)
     if name == "studentt":
-        return Head(name, StudentT())
+        return Head(name, StudentT(), log)
     if name == "mixture":
-        return Head(name, GaussianMixture(1, num_components))
+        return Head(name, GaussianMixture(1, num_components), log)
     if name == "poisson":
         return _CountHead(name, Poisson())
     if name == "negbinomial":

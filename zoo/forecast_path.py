@@ -55,8 +55,9 @@ class ForecastPath(dist.TorchDistribution):
 
     @property
     def support(self):
-        count = self.model.head.kind == "count"
-        base = constraints.nonnegative_integer if count else constraints.real
+        head = self.model.head
+        base = constraints.nonnegative_integer if head.kind == "count" else constraints.real
+        base = constraints.positive if head.log else base
         return constraints.independent(base, 1)
 
     def expand(self, batch_shape, _instance=None):
