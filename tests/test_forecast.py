@@ -154,6 +154,24 @@ def test_log_target_refuses_non_positive_values_and_outputs_without_a_location()
             tiny(output=output, log_target=True)
 
 
+def test_data_turns_log_target_on_for_positive_series_without_covariates():
+    over = zoo.Forecaster.data_overrides
+    assert over(series())["log_target"] == "auto"
+    assert "log_target" not in over(series(cov=1))  # covariates: off (elecdemand, measured)
+    assert "log_target" not in over(series(kind="count"))
+    s = series()
+    s.values[0, 3] = 0.0
+    assert "log_target" not in over(s)
+    # "auto" is on for the outputs with a location, off for the others, whatever the user picks
+    assert tiny(log_target="auto").log_target and not tiny().log_target
+    model = tiny(log_target="auto", output="quantile")
+    assert not model.log_target and not model.head.log
+    with pytest.raises(ValueError, match="log_target"):
+        tiny(log_target="maybe")
+    with pytest.raises(ValueError, match="log_target must be true, false or 'auto'"):
+        zoo.forecast.ForecastConfig(log_target="maybe").validate()
+
+
 @pytest.mark.parametrize("kw", [{"output": "quantile"}, {"output": "poisson"}, {"period": 1}])
 def test_seasonal_skip_is_refused_where_it_has_no_meaning(kw):
     with pytest.raises(ValueError, match="seasonal_skip"):
