@@ -186,3 +186,18 @@ def test_model_forecaster_backtests_the_zoo_forecaster_end_to_end():
     assert [s.shape for s in res.samples] == [(40, 3, 8)] * 2
     assert all(torch.isfinite(s).all() for s in res.samples)
     assert np.isfinite(res.overall["crps"]) and len(res.per_horizon["wql"]) == 8
+
+
+def test_forecast_tune_compares_variants_on_earlier_windows(capsys):
+    # the README's tuning rows come from this command: it must run and print each variant
+    from benchmarks.forecast_tune import main
+
+    tiny = "hidden=4;layers=1;context_length=12"
+    variants = [f"value:{tiny};log_target=false", f"log:{tiny};log_target=true"]
+    args = ["airpassengers", "--drop", "1", "--seeds", "1", "--no-calibration"]
+    main(args + [a for v in variants for a in ("--variant", v)])
+    out = capsys.readouterr().out
+    assert "108 steps after dropping 1 horizon(s)" in out
+    rows = [line for line in out.splitlines() if line.startswith(("value", "log"))]
+    assert len(rows) == 2 and all("crps" in r and "nan" not in r for r in rows)
+    assert rows[0].split("crps ")[1] != rows[1].split("crps ")[1]  # the variants differ
