@@ -95,9 +95,10 @@ def make_parser() -> Parser:
     p.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="model config overrides, e.g. --set likelihood=studentt hidden=128",
+        help="model config overrides, e.g. --set likelihood=studentt hidden=128 (repeatable)",
     )
     return p
 

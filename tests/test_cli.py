@@ -79,6 +79,20 @@ BAD = [
     (["--model", "regression", "--set", "likelihood=poisson"], "poisson targets must be"),
     ([], "--model is required"),
     (["--model", "mse", "--num-samples", "10"], "--num-samples must be at least 40"),
+    # repeated --set accumulate (the first was once dropped silently)
+    (
+        [
+            "--model",
+            "forecast",
+            "--dataset",
+            "airpassengers",
+            "--set",
+            "log_target=true",
+            "--set",
+            "output=poisson",
+        ],
+        "log_target needs one of the outputs",
+    ),
 ]
 
 
