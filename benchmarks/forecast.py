@@ -42,10 +42,18 @@ RAW = "zoo, uncalibrated"
 TABLE_SEEDS = 3
 
 
-def _zoo_forecaster(quick: bool, seed: int, calibrate: bool = True, val_horizon=None):
+def _zoo_forecaster(
+    quick: bool,
+    seed: int,
+    calibrate: bool = True,
+    val_horizon=None,
+    overrides: dict | None = None,
+    members: int = 1,
+):
     """The registered ``forecast`` family, fitted as ``scripts/train.py`` fits it (early stopping
     on the last horizon of each history, intervals calibrated on it unless ``calibrate`` is
-    False), or None before the family exists."""
+    False), or None before the family exists. ``overrides`` go on top of its data overrides;
+    ``members`` > 1 makes it a deep ensemble."""
     cls = zoo.MODELS.get("forecast")
     if cls is None or not all(hasattr(cls, h) for h in ("training_windows", "forecast_inputs")):
         return None
@@ -55,11 +63,12 @@ def _zoo_forecaster(quick: bool, seed: int, calibrate: bool = True, val_horizon=
         options["epochs"] = 2
 
     def build(series):
-        return zoo.build("forecast", **{**cls.data_overrides(series), **tiny})
+        return zoo.build("forecast", **{**cls.data_overrides(series), **tiny, **(overrides or {})})
 
     return EarlyStoppingForecaster(
-        build, parallel=True, calibrate=calibrate, val_horizon=val_horizon, **options
-    )
+        build, parallel=True, calibrate=calibrate, val_horizon=val_horizon, members=members,
+        **options,
+    )  # fmt: skip
 
 
 def forecasters(quick: bool, seed: int = 0, with_zoo: bool = True) -> dict:

@@ -26,8 +26,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo
+from benchmarks.forecast import _sweep_windows, _zoo_forecaster
 from inference.backtest import backtest
-from inference.forecasting import EarlyStoppingForecaster
 from zoo.datasets import load_dataset
 
 KEYS = ("wql", "crps", "mase", "coverage_90")
@@ -61,26 +61,18 @@ def main(argv=None) -> int:
         data = data.slice(0, len(data) - data.horizon * args.drop)
     if args.horizon:
         data = dataclasses.replace(data, horizon=args.horizon)
-    cls = zoo.MODELS["forecast"]
     plan = {"num_windows": args.windows}
     if args.sweep:
-        from benchmarks.forecast import _sweep_windows
-
         plan = {"num_windows": _sweep_windows(data), "train_window": 20 * data.period}
     print(f"{args.dataset}: {len(data)} steps after dropping {args.drop} horizon(s), {plan}")
     for label, over in args.variant:
         start, runs = time.perf_counter(), []
         for seed in range(args.seeds):
 
-            def build(history, over=over):
-                return zoo.build("forecast", **{**cls.data_overrides(history), **over})
-
-            def make(seed=seed, build=build):
-                return EarlyStoppingForecaster(
-                    build, parallel=True, calibrate=not args.no_calibration,
-                    val_horizon=data.horizon, members=args.members,
-                    **{**cls.default_fit, "seed": seed},
-                )  # fmt: skip
+            def make(seed=seed, over=over):
+                return _zoo_forecaster(
+                    False, seed, not args.no_calibration, data.horizon, over, args.members
+                )
 
             runs.append(backtest(data, make, num_samples=500, seed=seed, **plan).overall)
         mean = {k: sum(r[k] for r in runs) / len(runs) for k in KEYS}

@@ -147,17 +147,14 @@ class Forecaster(ZooModel):
                 f" {self.past_length} steps is too short; raise context_length"
             )
         self.num_harmonics = min(c.harmonics, c.period // 2) if c.period > 1 else 0
-        #: the likelihood is over the log of the scaled value (``log_target``, "auto" resolved)
-        self.log_target = c.log_target is True or (
-            c.log_target == "auto" and c.output in LOG_OUTPUTS
-        )
+        log = c.log_target is True or (c.log_target == "auto" and c.output in LOG_OUTPUTS)
         self.head = make_head(
             c.output,
             num_components=c.num_components,
             levels=c.quantile_levels,
             num_bins=c.num_bins,
             bin_range=(c.bin_low, c.bin_high),
-            log=self.log_target,
+            log=log,
         )
         inputs = len(self.lags) + 2 * self.num_harmonics + c.num_covariates + 1
         rnn = nn.GRU if c.rnn == "gru" else nn.LSTM
@@ -186,6 +183,11 @@ class Forecaster(ZooModel):
         """Lag inputs ``[B, steps, L]`` of the last ``steps`` positions of ``z`` (values unused)."""
         pos = z.shape[1] - steps + torch.arange(steps, device=z.device)
         return self._value(z[:, pos[:, None] - self.lag_index[None, :]])
+
+    @property
+    def log_target(self) -> bool:
+        """Whether the likelihood is over the log of the scaled value (``"auto"`` resolved)."""
+        return self.head.log
 
     def _value(self, z: Tensor) -> Tensor:
         """Scaled values as the network reads them: logs with ``log_target``."""
