@@ -65,7 +65,11 @@ def consistent(run: Path) -> str:
         zoo.load(run)  # raises CheckpointError if torn or mixed
         ckpt.load_training_state(run)  # written before any weights: always there
         return "loadable"
-    assert "config.json" not in files and not any(f.endswith(".png") for f in files), files
+    assert not any(f.endswith(".png") for f in files), files
+    if "config.json" in files:  # killed inside the first save, between its config and weights
+        with pytest.raises(zoo.io.CheckpointError, match="no checkpoint was written"):
+            zoo.load(run)
+        assert "train_state.pt" in files, files  # the state is written before any weights
     if (run / "train_state.pt").exists():
         ckpt.load_training_state(run)
         return "resumable"
@@ -177,7 +181,8 @@ def test_an_unwritable_out_is_one_line(tmp_path, capsys):
 
 def _fork_train(argv: list[str], log: Path, kill_after=0.0, when_file=None, sig=signal.SIGKILL):
     """Trains in a forked child; sends ``sig`` ``kill_after`` s after ``when_file`` exists (or
-    after the start). Returns the child's exit code (negative: killed by that signal)."""
+    after the start), or nothing when ``sig`` is None. Returns the child's exit code (negative:
+    killed by a signal)."""
     pid = os.fork()
     if pid == 0:  # the child: train.py's main, its output into log
         code = 70
@@ -197,7 +202,7 @@ def _fork_train(argv: list[str], log: Path, kill_after=0.0, when_file=None, sig=
         while not when_file.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
     time.sleep(kill_after)
-    if os.waitpid(pid, os.WNOHANG) == (0, 0):
+    if sig is not None and os.waitpid(pid, os.WNOHANG) == (0, 0):
         os.kill(pid, sig)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
@@ -227,6 +232,29 @@ def test_sigkill_at_random_moments_leaves_a_resumable_folder_or_none(tmp_path, c
     assert metrics["stopped"] == "completed" and metrics["epochs_run"] == 40
     rows = (resumable / "history.csv").read_text().strip().splitlines()
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 41))
+
+
+def test_sigkill_inside_the_first_save_leaves_a_resumable_folder(tmp_path, capsys, monkeypatch):
+    # the one moment a folder holds config.json and no model.pt: the first save, killed after
+    # its config and before its weights (the random kills above land there now and then)
+    atomic = zoo.io._atomic
+
+    def die_before_weights(path, write):
+        if path.name == "model.pt":
+            os.kill(os.getpid(), signal.SIGKILL)
+        atomic(path, write)
+
+    monkeypatch.setattr(zoo.io, "_atomic", die_before_weights)  # in the forked child only
+    out = tmp_path / "run"
+    code = _fork_train([*KILL_ARGS, "--epochs", "3", "--out", str(out)], tmp_path / "log", sig=None)
+    monkeypatch.undo()
+    assert code == -signal.SIGKILL
+    assert {p.name for p in out.iterdir()} >= {"config.json", "train_state.pt"}
+    assert consistent(out) == "resumable"
+    code, printed, _ = cli(["--resume", out, "--quiet", "--num-samples", "40"], capsys)
+    assert code == 0 and "bnn on gap" in printed
+    assert consistent(out) == "loadable"
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
 
 
 def test_sigint_stops_with_a_resumable_checkpoint_and_resume_ends_like_a_straight_run(
