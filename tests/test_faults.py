@@ -244,7 +244,8 @@ def test_sigkill_inside_the_first_save_leaves_a_resumable_folder(tmp_path, capsy
             os.kill(os.getpid(), signal.SIGKILL)
         atomic(path, write)
 
-    monkeypatch.setattr(zoo.io, "_atomic", die_before_weights)  # in the forked child only
+    # set before the fork, so the child has it; the parent saves nothing until undo()
+    monkeypatch.setattr(zoo.io, "_atomic", die_before_weights)
     out = tmp_path / "run"
     code = _fork_train([*KILL_ARGS, "--epochs", "3", "--out", str(out)], tmp_path / "log", sig=None)
     monkeypatch.undo()
