@@ -10,7 +10,7 @@ import torch
 
 from .metrics.forecast import sample_quantiles
 
-__all__ = ["SpreadCalibration", "fit_spread"]
+__all__ = ["SpreadCalibration", "fit_spread", "spread_scores", "spread_from_scores"]
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,11 @@ class SpreadCalibration:
         return dataclasses.asdict(self)
 
 
-def fit_spread(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> SpreadCalibration:
-    """The split-conformal spread factor of ``[S, N, H]`` paths against their ``[N, H]`` truth.
-
-    Each held-out point needs the factor ``c_i`` that just brings it inside the central
-    ``level`` interval widened about the median (``(y - median) / (upper - median)`` above the
-    median, ``(median - y) / (median - lower)`` below); the factor is the
-    ``ceil((n + 1) * level)``-th smallest of the ``n`` points' ``c_i`` (split conformal
-    prediction, Vovk et al. 2005; Stankeviciute et al. 2021 for forecasts), so the widened
-    interval covers a new exchangeable point with probability at least ``level``.
-    """
+def spread_scores(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> torch.Tensor:
+    """The conformity score of each finite point of ``[N, H]`` ``truth`` under ``[S, N, H]``
+    ``paths``: the spread factor that just brings it inside their central ``level`` interval
+    (``(y - median) / (upper - median)`` above the median, ``(median - y) / (median - lower)``
+    below; inf where the interval has zero width and the point is off it). Flat, float64."""
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1); got {level}")
     paths = torch.as_tensor(paths, dtype=torch.float64)
@@ -77,13 +72,37 @@ def fit_spread(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> 
     gap = torch.where(above, upper - median, median - lower)
     dev = (truth - median).abs()
     need = torch.where(gap > 0, dev / gap.clamp_min(1e-300), torch.where(dev > 0, torch.inf, 0.0))
-    need = need[torch.isfinite(truth)].flatten()
+    return need[torch.isfinite(truth)].flatten()
+
+
+def spread_from_scores(
+    scores: torch.Tensor, level: float = 0.9, steps: int | None = None
+) -> SpreadCalibration:
+    """The split-conformal factor of :func:`spread_scores` (possibly pooled from several
+    validation forecasts): their ``ceil((n + 1) * level)``-th smallest. ``steps``: how far
+    ahead the validation forecasts reached."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1); got {level}")
+    need = torch.as_tensor(scores, dtype=torch.float64).flatten()
     n = need.numel()
     if n == 0:
         return SpreadCalibration(1.0, level, 0)
     k = min(n, math.ceil((n + 1) * level))
     factor = float(need.sort().values[k - 1])
-    steps = int(truth.shape[-1])
     if not math.isfinite(factor) or factor <= 0:
         return SpreadCalibration(1.0, level, n, steps)  # zero-width intervals: nothing to scale
     return SpreadCalibration(factor, level, n, steps)
+
+
+def fit_spread(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> SpreadCalibration:
+    """The split-conformal spread factor of ``[S, N, H]`` paths against their ``[N, H]`` truth.
+
+    Each held-out point needs the factor ``c_i`` that just brings it inside the central
+    ``level`` interval widened about the median (:func:`spread_scores`); the factor is the
+    ``ceil((n + 1) * level)``-th smallest of the ``n`` points' ``c_i`` (split conformal
+    prediction, Vovk et al. 2005; Stankeviciute et al. 2021 for forecasts), so the widened
+    interval covers a new exchangeable point with probability at least ``level``.
+    """
+    scores = spread_scores(paths, truth, level)
+    steps = int(torch.as_tensor(truth).shape[-1])
+    return spread_from_scores(scores, level, steps)

@@ -18,9 +18,10 @@ from zoo.datasets import Split
 
 from .backtest import ModelForecaster, backtest
 from .fit import FitConfig, History, fit
-from .forecast_calibration import SpreadCalibration, fit_spread
+from .forecast_calibration import SpreadCalibration, fit_spread, spread_from_scores, spread_scores
 
 __all__ = [
+    "CALIBRATION_POINTS",
     "holdout",
     "forecast_split",
     "fit_on_history",
@@ -34,6 +35,9 @@ __all__ = [
     "baseline_table",
     "holdout_scores",
 ]
+
+#: validation points below which the calibration is cross-fitted (:func:`calibrate_on_history`)
+CALIBRATION_POINTS = 100
 
 
 def holdout(series, horizon: int | None = None):
@@ -135,17 +139,37 @@ def calibrate_on_history(
     num_samples: int = 200,
     parallel: bool = True,
     val_horizon: int | None = None,
+    *,
+    min_points: int = 0,
+    cross_fit: Callable[[], tuple[Any, dict]] | None = None,
 ) -> SpreadCalibration:
     """The spread factor of ``models`` (fitted by :func:`fit_on_history` with the same
     ``val_horizon``) on their validation window: their pooled forecasts of the history's last
     steps (``num_samples`` per model) against the truth. Factor 1 (no points) when the history
-    had no such window."""
+    had no such window.
+
+    Cross-fitting: where that window holds fewer than ``min_points`` points (one short series),
+    ``cross_fit() -> (model, fit_options)`` gives a fresh model, which is fitted holding out as
+    many stretches before the end as give ``min_points`` (:func:`validation_windows`, at most a
+    quarter of the history) and early-stopped on them; its forecasts of those stretches add
+    their conformity scores to the models' own, and the factor is the conformal quantile of
+    them all. The models themselves keep their training data (the most recent steps included);
+    only the factor rests on more points.
+    """
     models = list(models)
     _, _, val = validation_windows(models[0], history, horizon=val_horizon)
     if val is None:
         return SpreadCalibration(1.0, level, 0)
     paths = pooled_paths(models, val.x, num_samples * len(models), parallel)
-    return fit_spread(paths.cpu(), val.y.cpu(), level)
+    scores = [spread_scores(paths.cpu(), val.y.cpu(), level)]
+    if cross_fit is not None and scores[0].numel() < min_points:
+        model, options = cross_fit()
+        x, y, more = validation_windows(model, history, min_points, horizon=val_horizon)
+        if more is not None and more.y.numel() > val.y.numel():
+            fit(model, (x, y), more, **options)
+            paths = pooled_paths([model], more.x, num_samples, parallel)
+            scores.append(spread_scores(paths.cpu(), more.y.cpu(), level))
+    return spread_from_scores(torch.cat(scores), level, steps=int(val.y.shape[-1]))
 
 
 class EarlyStoppingForecaster(ModelForecaster):
@@ -166,6 +190,10 @@ class EarlyStoppingForecaster(ModelForecaster):
         calibration_samples: paths per member for the validation forecast.
         val_horizon: the steps of the validation forecast, where the history can spare them
             (:func:`fit_on_history`); the horizon forecast later is the natural choice.
+        calibration_points: with ``calibrate``, where the validation window holds fewer
+            points, one more model (seeded as member ``members`` would be) is fitted holding
+            out enough earlier stretches and its scores join the calibration
+            (:func:`calibrate_on_history`); 0 never does. Default ``CALIBRATION_POINTS``.
         **fit_options: as for :class:`ModelForecaster` (``config=FitConfig(...)`` or fields).
     """
 
@@ -179,6 +207,7 @@ class EarlyStoppingForecaster(ModelForecaster):
         level: float = 0.9,
         calibration_samples: int = 200,
         val_horizon: int | None = None,
+        calibration_points: int = CALIBRATION_POINTS,
         **fit_options,
     ):
         if members < 1:
@@ -187,6 +216,7 @@ class EarlyStoppingForecaster(ModelForecaster):
         self.members, self.calibrate, self.level = int(members), bool(calibrate), float(level)
         self.calibration_samples = int(calibration_samples)
         self.val_horizon = val_horizon
+        self.calibration_points = int(calibration_points)
         self.models: list = []
         self.histories: list[History] = []
         self.calibration = SpreadCalibration(1.0, self.level, 0)
@@ -221,9 +251,17 @@ class EarlyStoppingForecaster(ModelForecaster):
         if self.calibrate:
             self.calibration = calibrate_on_history(
                 self.models, history, self.level, self.calibration_samples, self.parallel,
-                self.val_horizon,
+                self.val_horizon, min_points=self.calibration_points,
+                cross_fit=lambda: self._cross_model(history),
             )  # fmt: skip
         return self
+
+    def _cross_model(self, history):
+        from .fit import seed_everything
+
+        seed, opts = self._member_options(self.members)
+        seed_everything(seed)
+        return self.build(history), opts
 
     def sample(self, history, horizon: int, num_samples: int, future_covariates=None):
         if not self.models:
@@ -321,6 +359,7 @@ def forecast_run(
     baseline_names: tuple[str, ...] = ("seasonal_naive", "ets"),
     seed: int = 0,
     calibrate: bool = True,
+    calibration_points: int = CALIBRATION_POINTS,
     fit_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Trains on all but the last ``data.horizon`` steps, scores that holdout, backtests.
@@ -333,7 +372,10 @@ def forecast_run(
     With ``calibrate`` the model's forecasts are widened or narrowed by the split-conformal
     factor of its validation forecast (:func:`calibrate_on_history`): the holdout is scored both
     ways (``calibrated`` holds the calibrated scores, ``calibration`` the factor), the fan chart
-    shows the calibrated paths and the backtest's ``model`` row is calibrated likewise.
+    shows the calibrated paths and the backtest's ``model`` row is calibrated likewise. Where
+    the validation forecast has fewer than ``calibration_points`` points, a second model
+    (``build(history)``, seeded with the fit's seed + 1000) is fitted for the calibration
+    alone (cross-fitting, :func:`calibrate_on_history`).
     ``fit_kwargs`` go to :func:`fit` for the holdout fit only (``checkpoint``, ``resume``,
     ``should_stop``, ``on_epoch``, ...; the backtest refits are not checkpointed); when
     ``should_stop`` stops it, nothing is scored and the metrics are ``stopped="interrupted"``.
@@ -368,9 +410,17 @@ def forecast_run(
         training_curve(hist.rows, run_dir / "training_curve.png")
     spread = None
     if calibrate:
+
+        def cross_fit():
+            from .fit import seed_everything
+
+            seed_everything((fit_config.seed or 0) + 1000)  # as ensemble member 1 would be
+            return build(history), {"config": fit_config}
+
         spread = calibrate_on_history(
-            [model], history, num_samples=num_samples, val_horizon=data.horizon
-        )
+            [model], history, num_samples=num_samples, val_horizon=data.horizon,
+            min_points=calibration_points, cross_fit=cross_fit,
+        )  # fmt: skip
     metrics, paths = holdout_scores(model, history, future, data.period, num_samples, spread)
     metrics.update(
         train_seconds=hist.seconds,
@@ -389,6 +439,7 @@ def forecast_run(
                 calibrate=calibrate,
                 config=fit_config,
                 val_horizon=data.horizon,
+                calibration_points=calibration_points,
             )  # fmt: skip
         }
         forecasters.update({n: f() for n, f in baselines(baseline_names).items()})

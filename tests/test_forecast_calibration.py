@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyro
 import pytest
 import torch
 
 import zoo
 from inference.fit import FitConfig
+from inference.forecast_calibration import spread_from_scores, spread_scores
 from inference.forecasting import (
     EarlyStoppingForecaster,
     SpreadCalibration,
+    calibrate_on_history,
     fit_spread,
     validation_windows,
 )
@@ -115,7 +118,9 @@ def test_ensemble_members_differ_pool_their_paths_and_calibrate_on_the_validatio
         return zoo.build("forecast", **{**cls.data_overrides(series), **cls.tiny_config})
 
     cfg = FitConfig(epochs=3, batch_size=16, seed=0)
-    f = EarlyStoppingForecaster(build, parallel=True, members=3, calibrate=True, config=cfg)
+    f = EarlyStoppingForecaster(
+        build, parallel=True, members=3, calibrate=True, config=cfg, calibration_points=0
+    )
     f.fit(data)
     assert len(f.models) == 3 and len(f.histories) == 3
     w = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in f.models]
@@ -176,3 +181,53 @@ def test_validation_covers_the_forecast_horizon_where_the_history_can_spare_it()
     assert val.y.shape == (1, 6) and float(y.max()) == 114
     _, y, val = validation_windows(model, ramp(1), horizon=40)  # too much: the windows' 3
     assert val.y.shape == (1, 3) and float(y.max()) == 117
+
+
+def test_pooled_scores_give_the_conformal_factor_of_all_their_points():
+    (p1, y1), (p2, y2) = gaussian_paths(3, 4, 0.5, seed=3), gaussian_paths(5, 4, 2.0, seed=4)
+    one = spread_scores(p1, y1)
+    assert one.shape == (12,)
+    assert fit_spread(p1, y1) == spread_from_scores(one, steps=4)
+    pooled = spread_from_scores(torch.cat([one, spread_scores(p2, y2)]), 0.9, steps=4)
+    both_paths = np.concatenate([np.asarray(p1), np.asarray(p2)], axis=1)
+    both_truth = np.concatenate([np.asarray(y1), np.asarray(y2)])
+    assert pooled.points == 32 and pooled.steps == 4
+    assert pooled.factor == pytest.approx(numpy_conformal_factor(both_paths, both_truth, 0.9))
+    assert spread_from_scores(torch.zeros(0)).factor == 1.0
+    with pytest.raises(ValueError, match="level"):
+        spread_from_scores(one, 1.0)
+
+
+def test_cross_fitting_rests_the_factor_on_more_points_and_leaves_the_models_alone():
+    data = periodic(n=1, t=120)
+    cls = zoo.MODELS["forecast"]
+    calls = []
+
+    def build(series):
+        calls.append(len(series))
+        return zoo.build("forecast", **{**cls.data_overrides(series), **cls.tiny_config})
+
+    cfg = FitConfig(epochs=3, batch_size=16, seed=0)
+    plain = EarlyStoppingForecaster(build, calibrate=True, config=cfg, calibration_points=0)
+    pyro.set_rng_seed(0)  # the models' initial weights
+    plain.fit(data)
+    _, _, own = validation_windows(plain.model, data)
+    assert own.y.numel() == 3 and plain.calibration.points == 3 and len(calls) == 1
+
+    crossed = EarlyStoppingForecaster(build, calibrate=True, config=cfg, calibration_points=30)
+    pyro.set_rng_seed(0)
+    crossed.fit(data)
+    # one more model was built and fitted for the calibration: 10 stretches of 3 steps
+    assert len(calls) == 3 and len(crossed.models) == 1
+    assert crossed.calibration.points == 3 + 30 and crossed.calibration.steps == 3
+    # the forecaster's own model is the one the plain forecaster fits (same seed, same data)
+    for a, b in zip(plain.model.parameters(), crossed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert crossed.calibration.factor != plain.calibration.factor
+
+    # enough points of its own: no second fit
+    def refuse():
+        raise AssertionError("cross-fitted although the validation window had enough points")
+
+    cal = calibrate_on_history([plain.model], data, min_points=3, cross_fit=refuse)
+    assert cal.points == 3
