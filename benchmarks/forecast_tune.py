@@ -26,8 +26,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo
-from benchmarks.forecast import _sweep_windows, _zoo_forecaster
+from benchmarks.forecast import SWEEP_PERIODS, _sweep_windows, _zoo_forecaster
 from inference.backtest import backtest
+from inference.forecasting import CALIBRATION_POINTS
 from zoo.datasets import load_dataset
 
 KEYS = ("wql", "crps", "mase", "coverage_90")
@@ -48,6 +49,9 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", action="store_true", help="the coverage sweep's windows")
     p.add_argument("--members", type=int, default=1, help="a deep ensemble of this many")
     p.add_argument("--no-calibration", action="store_true")
+    p.add_argument("--calibration-points", type=int, default=CALIBRATION_POINTS)
+    p.add_argument("--sweep-periods", type=int, default=SWEEP_PERIODS, help="history per window")
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument(
         "--variant",
         action="append",
@@ -63,16 +67,18 @@ def main(argv=None) -> int:
         data = dataclasses.replace(data, horizon=args.horizon)
     plan = {"num_windows": args.windows}
     if args.sweep:
-        plan = {"num_windows": _sweep_windows(data), "train_window": 20 * data.period}
+        windows = _sweep_windows(data)
+        plan = {"num_windows": windows, "train_window": args.sweep_periods * data.period}
     print(f"{args.dataset}: {len(data)} steps after dropping {args.drop} horizon(s), {plan}")
     for label, over in args.variant:
         start, runs = time.perf_counter(), []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
 
             def make(seed=seed, over=over):
                 return _zoo_forecaster(
-                    False, seed, not args.no_calibration, data.horizon, over, args.members
-                )
+                    False, seed, not args.no_calibration, data.horizon, over, args.members,
+                    args.calibration_points,
+                )  # fmt: skip
 
             runs.append(backtest(data, make, num_samples=500, seed=seed, **plan).overall)
         mean = {k: sum(r[k] for r in runs) / len(runs) for k in KEYS}
