@@ -10,7 +10,7 @@ import torch
 
 from .metrics.forecast import sample_quantiles
 
-__all__ = ["SpreadCalibration", "fit_spread", "spread_scores", "spread_from_scores"]
+__all__ = ["SpreadCalibration", "fit_spread", "spread_scores", "spread_from_scores", "widen_only"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,19 @@ def spread_from_scores(
     if not math.isfinite(factor) or factor <= 0:
         return SpreadCalibration(1.0, level, n, steps)  # zero-width intervals: nothing to scale
     return SpreadCalibration(factor, level, n, steps)
+
+
+def widen_only(
+    own: torch.Tensor, extra, level: float = 0.9, steps: int | None = None
+) -> SpreadCalibration:
+    """The factor of the ``own`` scores, or of ``own`` pooled with the ``extra`` ones (a list of
+    score tensors) where that is larger: more points may widen what the most recent window
+    calls for, never narrow it. ``points`` counts all of them."""
+    first = spread_from_scores(own, level, steps)
+    pooled = spread_from_scores(torch.cat([torch.as_tensor(own), *extra]), level, steps)
+    return (
+        pooled if pooled.factor > first.factor else dataclasses.replace(first, points=pooled.points)
+    )
 
 
 def fit_spread(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> SpreadCalibration:

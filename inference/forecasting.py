@@ -18,7 +18,7 @@ from zoo.datasets import Split
 
 from .backtest import ModelForecaster, backtest
 from .fit import FitConfig, History, fit
-from .forecast_calibration import SpreadCalibration, fit_spread, spread_from_scores, spread_scores
+from .forecast_calibration import SpreadCalibration, fit_spread, spread_scores, widen_only
 
 __all__ = [
     "CALIBRATION_POINTS",
@@ -153,8 +153,10 @@ def calibrate_on_history(
     many stretches before the end as give ``min_points`` (:func:`validation_windows`, at most a
     quarter of the history) and early-stopped on them; its forecasts of those stretches add
     their conformity scores to the models' own, and the factor is the conformal quantile of
-    them all. The models themselves keep their training data (the most recent steps included);
-    only the factor rests on more points.
+    them all where that is wider than the models' own window calls for (the most recent
+    errors; a narrower pooled factor gave AirPassengers' 36-month holdout 62% coverage). The
+    models themselves keep their training data (the most recent steps included); only the
+    factor rests on more points.
     """
     models = list(models)
     _, _, val = validation_windows(models[0], history, horizon=val_horizon)
@@ -169,7 +171,7 @@ def calibrate_on_history(
             fit(model, (x, y), more, **options)
             paths = pooled_paths([model], more.x, num_samples, parallel)
             scores.append(spread_scores(paths.cpu(), more.y.cpu(), level))
-    return spread_from_scores(torch.cat(scores), level, steps=int(val.y.shape[-1]))
+    return widen_only(scores[0], scores[1:], level, steps=int(val.y.shape[-1]))
 
 
 class EarlyStoppingForecaster(ModelForecaster):

@@ -29,7 +29,7 @@ from inference.calibrate import before_after, check_temperature_model, fit_tempe
 from inference.checkpoint import load_training_state, save_training_state  # noqa: E402
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from inference.fit import fit_config  # noqa: E402
-from inference.forecasting import forecast_run  # noqa: E402
+from inference.forecasting import CALIBRATION_POINTS, forecast_run  # noqa: E402
 from inference.runs import HistoryWriter, create_run_dir, discard_unless_checkpointed  # noqa: E402
 from inference.signals import StopSignals  # noqa: E402
 from zoo.base import SupportsForecast  # noqa: E402
@@ -65,6 +65,12 @@ def make_parser() -> Parser:
         action=argparse.BooleanOptionalAction,
         help="series data: widen or narrow the forecasts' intervals by the split-conformal"
         " factor of the validation forecast (default on)",
+    )
+    p.add_argument(
+        "--calibration-points",
+        type=int,
+        help="series data: where the validation forecast has fewer points, fit a second model"
+        f" holding out that many for the calibration (0: never; default {CALIBRATION_POINTS})",
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -114,6 +120,7 @@ SERIES_ARGS = {
     "backtest_windows": 3,
     "baselines": "seasonal_naive,ets",
     "interval_calibration": True,
+    "calibration_points": CALIBRATION_POINTS,
 }
 
 FIT_ARGS = {
@@ -430,6 +437,7 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
             baseline_names=tuple(b for b in args.baselines.split(",") if b),
             seed=fit_cfg.seed,
             calibrate=args.interval_calibration,
+            calibration_points=args.calibration_points,
             fit_kwargs={**hooks, "checkpoint": checkpoint},
         )
         if metrics["stopped"] == "interrupted":

@@ -400,6 +400,17 @@ def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
     assert again["calibrated"]["crps"] == pytest.approx(m["calibrated"]["crps"], rel=0.25)
 
 
+def test_train_calibration_points_0_calibrates_on_the_models_own_validation_only(tmp_path):
+    out = tmp_path / "own"
+    r = run("--dataset", "airpassengers", "--epochs", "1", "--quiet", "--num-samples", "40",
+            "--backtest-windows", "0", "--calibration-points", "0", "--out", str(out),
+            "--set", "hidden=8", "layers=1", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["calibration"]["points"] == 12  # the last 12 months, no second model
+    assert json.loads((out / "config.json").read_text())["calibration_points"] == 0
+
+
 def test_train_without_interval_calibration_scores_the_raw_paths_only(tmp_path):
     out = tmp_path / "raw"
     r = run("--dataset", "airpassengers", "--epochs", "1", "--quiet", "--num-samples", "40",

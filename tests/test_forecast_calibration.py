@@ -11,7 +11,7 @@ import torch
 
 import zoo
 from inference.fit import FitConfig
-from inference.forecast_calibration import spread_from_scores, spread_scores
+from inference.forecast_calibration import spread_from_scores, spread_scores, widen_only
 from inference.forecasting import (
     EarlyStoppingForecaster,
     SpreadCalibration,
@@ -223,7 +223,7 @@ def test_cross_fitting_rests_the_factor_on_more_points_and_leaves_the_models_alo
     # the forecaster's own model is the one the plain forecaster fits (same seed, same data)
     for a, b in zip(plain.model.parameters(), crossed.model.parameters(), strict=True):
         assert torch.equal(a, b)
-    assert crossed.calibration.factor != plain.calibration.factor
+    assert crossed.calibration.factor >= plain.calibration.factor  # it may only widen
 
     # enough points of its own: no second fit
     def refuse():
@@ -231,3 +231,16 @@ def test_cross_fitting_rests_the_factor_on_more_points_and_leaves_the_models_alo
 
     cal = calibrate_on_history([plain.model], data, min_points=3, cross_fit=refuse)
     assert cal.points == 3
+
+
+def test_more_points_may_widen_the_recent_windows_factor_but_never_narrow_it():
+    recent = torch.tensor(
+        [0.2, 0.5, 1.4], dtype=torch.float64
+    )  # n = 3: the factor is the largest, 1.4
+    calm, wild = torch.full((60,), 0.5).double(), torch.full((60,), 3.0).double()
+    assert spread_from_scores(torch.cat([recent, calm])).factor == 0.5  # pooling would narrow
+    kept = widen_only(recent, [calm], steps=3)
+    assert kept.factor == 1.4 and kept.points == 63 and kept.steps == 3
+    widened = widen_only(recent, [wild], steps=3)
+    assert widened.factor == 3.0 and widened.points == 63
+    assert widen_only(recent, [], steps=3) == spread_from_scores(recent, steps=3)
