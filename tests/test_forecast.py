@@ -370,13 +370,20 @@ def test_bad_series_input_exits_2_with_one_line(args, message, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
 
 
-def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
-    out = tmp_path / "run"
-    r = run("--dataset", "airpassengers", "--epochs", "2", "--quiet", "--num-samples", "40",
-            "--backtest-windows", "1", "--baselines", "seasonal_naive", "--out", str(out),
-            "--set", "hidden=8", "layers=1", cwd=tmp_path)  # fmt: skip
+def train_airpassengers(tmp_path, name: str, *args: str, epochs: int = 1):
+    """A small AirPassengers run: its folder, the finished process and its metrics."""
+    out = tmp_path / name
+    small = ("--set", "hidden=8", "layers=1")  # --set takes the rest: it goes last
+    r = run("--dataset", "airpassengers", "--epochs", str(epochs), "--quiet", "--num-samples",
+            "40", "--out", str(out), *args, *small, cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    m = json.loads((out / "metrics.json").read_text())
+    return out, r, json.loads((out / "metrics.json").read_text())
+
+
+def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
+    out, r, m = train_airpassengers(
+        tmp_path, "run", "--backtest-windows", "1", "--baselines", "seasonal_naive", epochs=2
+    )
     assert m["kind"] == "forecast" and m["horizon"] == 36 and len(m["per_horizon"]["crps"]) == 36
     assert set(m["backtest"]) == {"num_windows", "model", "seasonal_naive"}
     assert len(m["backtest"]["model"]["per_horizon"]["wql"]) == 36
@@ -401,22 +408,16 @@ def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
 
 
 def test_train_calibration_points_0_calibrates_on_the_models_own_validation_only(tmp_path):
-    out = tmp_path / "own"
-    r = run("--dataset", "airpassengers", "--epochs", "1", "--quiet", "--num-samples", "40",
-            "--backtest-windows", "0", "--calibration-points", "0", "--out", str(out),
-            "--set", "hidden=8", "layers=1", cwd=tmp_path)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    m = json.loads((out / "metrics.json").read_text())
+    out, _, m = train_airpassengers(
+        tmp_path, "own", "--backtest-windows", "0", "--calibration-points", "0"
+    )
     assert m["calibration"]["points"] == 12  # the last 12 months, no second model
     assert json.loads((out / "config.json").read_text())["calibration_points"] == 0
 
 
 def test_train_without_interval_calibration_scores_the_raw_paths_only(tmp_path):
-    out = tmp_path / "raw"
-    r = run("--dataset", "airpassengers", "--epochs", "1", "--quiet", "--num-samples", "40",
-            "--backtest-windows", "0", "--no-interval-calibration", "--out", str(out),
-            "--set", "hidden=8", "layers=1", cwd=tmp_path)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    m = json.loads((out / "metrics.json").read_text())
+    out, _, m = train_airpassengers(
+        tmp_path, "raw", "--backtest-windows", "0", "--no-interval-calibration"
+    )
     assert "calibrated" not in m and "calibration" not in m and "backtest" not in m
     assert json.loads((out / "config.json").read_text())["interval_calibration"] is None
