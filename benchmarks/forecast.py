@@ -1,6 +1,6 @@
 """Forecasting: rolling-origin backtests of the zoo forecaster beside statistical baselines.
 
-    python scripts/benchmark.py --only forecast          # ~45 min on 2 CPU cores
+    python scripts/benchmark.py --only forecast          # ~60 min on 2 CPU cores
     python scripts/benchmark.py --only forecast --quick  # code paths only
 
 Every forecaster is scored on the same windows by ``inference.backtest``: AirPassengers with
