@@ -70,8 +70,9 @@ def validation_windows(
     the fewest giving ``min_points`` held-out points over all series (default one stretch), at
     most ``max_fraction`` of the history, and fewer where the rest would be too short to train
     on.
-    (Measured: 100 points from several stretches of the single-series sets did not calibrate
-    better than one stretch and cost the most recent training data; see the README.) ``val``
+    (Measured: holding 100 points of a single series out of the model itself cost it the most
+    recent training data; :func:`calibrate_on_history` holds them out of a second model
+    instead, fitted for the calibration alone; see the README.) ``val``
     stacks the ``k`` forecasts as rows and is None when the history cannot spare even one
     stretch (the windows then cover all of it).
     """
