@@ -26,7 +26,7 @@ import time
 import zoo
 from inference.backtest import backtest
 from inference.forecast_baselines import ETS, PyroStructural, SeasonalNaive
-from inference.forecasting import CALIBRATION_POINTS, EarlyStoppingForecaster, pooled_paths
+from inference.forecasting import CALIBRATION_POINTS, EarlyStoppingForecaster
 from zoo.datasets import SERIES_DATASETS, load_dataset
 
 __all__ = ["run", "TABLE_PLANS", "forecasters"]
@@ -100,11 +100,9 @@ class _KeepRaw:
         return self
 
     def sample(self, history, horizon, num_samples, future_covariates=None):
-        f = self.inner
-        x = f.model.forecast_inputs(history, horizon, future_covariates)
-        paths = pooled_paths(f.models, x, num_samples, f.parallel)
+        paths = self.inner.sample_raw(history, horizon, num_samples, future_covariates)
         self.raw.append(paths)
-        return f.calibration.apply(paths)
+        return self.inner.calibration.apply(paths)
 
 
 class _Replay:
@@ -164,6 +162,15 @@ def _run_zoo(data, make, plan, num_samples, seed) -> tuple[dict, dict]:
     return {**res.as_dict(), "seconds": seconds}, {**replay.as_dict(), "seconds": seconds}
 
 
+def _zoo_rows(data, quick, seeds, plan, num_samples) -> dict:
+    """The calibrated and uncalibrated zoo rows: each the mean over ``seeds`` of the same fits."""
+    runs = [_run_zoo(data, forecasters(quick, s)[ZOO], plan, num_samples, s) for s in seeds]
+    return {
+        ZOO: _mean_over_seeds([r[0] for r in runs]),
+        RAW: _mean_over_seeds([r[1] for r in runs]),
+    }
+
+
 def _mean_over_seeds(runs: list[dict]) -> dict:
     """One row from runs of several seeds: the mean of each overall score, the total time."""
     keys = runs[0]["overall"]
@@ -182,19 +189,17 @@ def run(args) -> dict:
     rows = forecasters(quick, seed)
     if ZOO not in rows:
         print("(the zoo forecaster is not registered yet: baselines only)")
+    seeds = [seed] if quick else [seed + k for k in range(TABLE_SEEDS)]  # of the zoo rows
     tables = {}
     for name, plan in TABLE_PLANS.items():
         data = load_dataset(name)
         plan = {**plan, "num_windows": 1} if quick else plan
-        seeds = [seed] if quick else [seed + k for k in range(TABLE_SEEDS)]
         tables[name] = {}
         for label, make in rows.items():
             if label != ZOO:
                 tables[name][label] = _run_one(data, make, plan, num_samples, seed)
                 continue
-            runs = [_run_zoo(data, forecasters(quick, s)[ZOO], plan, num_samples, s) for s in seeds]
-            tables[name][ZOO] = _mean_over_seeds([r[0] for r in runs])
-            tables[name][RAW] = _mean_over_seeds([r[1] for r in runs])
+            tables[name].update(_zoo_rows(data, quick, seeds, plan, num_samples))
         _table(f"\n{name}: H={data.horizon}, {plan['num_windows']} window(s)", tables[name])
         for label in (ZOO, RAW):
             if label in tables[name]:
@@ -204,7 +209,6 @@ def run(args) -> dict:
     # 90% coverage of each forecaster on every registered set (the Pyro model only where short)
     sweep = {}
     sweep_rows = {"seasonal naive": rows["seasonal naive"]} if quick else rows
-    sweep_seeds = [seed] if quick else [seed + k for k in range(TABLE_SEEDS)]
     print(
         f"\n90% interval coverage (target 0.85-0.95) over the last windows of each set, at least"
         f" {SWEEP_POINTS} held-out points where the data holds them (s.e.: a calibrated"
@@ -224,12 +228,7 @@ def run(args) -> dict:
             if label == "Pyro structural" and len(data) > 2000:
                 continue  # its time-local latents make hourly sets slow; ETS covers them
             if label == ZOO:  # the mean over the seeds: one fit's coverage is too noisy
-                runs = [
-                    _run_zoo(data, forecasters(quick, s)[ZOO], plan, num_samples, s)
-                    for s in sweep_seeds
-                ]
-                done = {ZOO: _mean_over_seeds([r[0] for r in runs])}
-                done[RAW] = _mean_over_seeds([r[1] for r in runs])
+                done = _zoo_rows(data, quick, seeds, plan, num_samples)
             else:
                 done = {label: _run_one(data, make, plan, num_samples, seed)}
             for lab, r in done.items():
@@ -248,7 +247,7 @@ def run(args) -> dict:
         if ZOO in sweep[name]:
             cov = ", ".join(f"{o['coverage_90']:.3f}" for o in sweep[name][ZOO]["per_seed"])
             crps = ", ".join(f"{o['crps']:.4g}" for o in sweep[name][ZOO]["per_seed"])
-            print(f"  {ZOO}: mean of seeds {sweep_seeds}; coverage {cov}; CRPS {crps}")
+            print(f"  {ZOO}: mean of seeds {seeds}; coverage {cov}; CRPS {crps}")
         sweep[name]["points"] = points
 
     passed = None

@@ -266,11 +266,16 @@ class EarlyStoppingForecaster(ModelForecaster):
         seed_everything(seed)
         return self.build(history), opts
 
-    def sample(self, history, horizon: int, num_samples: int, future_covariates=None):
+    def sample_raw(self, history, horizon: int, num_samples: int, future_covariates=None):
+        """The members' pooled paths before the calibration factor."""
         if not self.models:
             raise RuntimeError("call fit(history) before sample()")
         x = self.model.forecast_inputs(history, horizon, future_covariates)
-        return self.calibration.apply(pooled_paths(self.models, x, num_samples, self.parallel))
+        return pooled_paths(self.models, x, num_samples, self.parallel)
+
+    def sample(self, history, horizon: int, num_samples: int, future_covariates=None):
+        paths = self.sample_raw(history, horizon, num_samples, future_covariates)
+        return self.calibration.apply(paths)
 
 
 def baselines(names: tuple[str, ...] = ("seasonal_naive", "ets")) -> dict[str, Callable]:
