@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, stop: StopSignals) -> int:
     if args.num_samples is not None and args.num_samples < 40:
         fail("--num-samples must be at least 40 (the 95% interval needs 2 / (1 - 0.95) draws)")
+    if args.calibration_points is not None and args.calibration_points < 0:
+        fail("--calibration-points must be >= 0 (0 calibrates on the model's own validation only)")
     if args.list:
         print(list_models())
         return 0

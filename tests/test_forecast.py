@@ -359,6 +359,8 @@ BAD = [
     (["--dataset", "airpassengers", "--set", "context_length=140"], "context_length 140"),
     (["--dataset", "visnights", "--set", "output=poisson"], "needs non-negative integer counts"),
     (["--dataset", "visnights", "--set", "output=weibull"], "output 'weibull' is unknown"),
+    (["--dataset", "airpassengers", "--calibration-points", "-1"],
+     "--calibration-points must be >= 0"),
 ]  # fmt: skip
 
 
