@@ -298,6 +298,49 @@ def test_hooks_windows_and_forecast_inputs():
         model.forecast_inputs(data.slice(0, p - 1), 2, torch.zeros(3, 2, 2))
 
 
+@pytest.mark.parametrize("history", [0, 2, 10, 25, 1000])
+def test_train_history_keeps_the_windows_targets_in_the_last_steps(history):
+    data = series(n=2, t=40)
+    # each value is its position + 1, so a window's first target tells where it starts
+    data.values = torch.arange(1, 41, dtype=torch.float32).expand(2, -1).clone()
+    model = tiny(train_history=history, max_windows=1000)
+    x, y = model.training_windows(data)
+    first = (y[:, 0] - 1).long()
+    p, h = model.past_length, model.config.horizon
+    assert int(first.max()) == 40 - h  # the most recent window is always there
+    lowest = p if history in (0, 1000) else max(p, 40 - max(history, h))
+    assert int(first.min()) == lowest
+    assert len(first.unique()) == 40 - h - lowest + 1  # every start in range, none outside
+    with pytest.raises(ValueError, match="train_history must be >= 0"):
+        tiny(train_history=-1)
+
+
+def test_crps_validation_scores_fixed_autoregressive_draws_and_leaves_the_rng_alone():
+    from inference.metrics import crps_samples
+
+    data = series(n=3, t=40)
+    model = tiny(val_metric="crps", val_samples=50)
+    history, future = holdout(data, 6)
+    split = forecast_split(model, history, future)
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    score = model.val_score(split.x, split.y)
+    torch.testing.assert_close(torch.rand(3), before)  # the caller's stream goes on untouched
+    assert model.val_score(split.x, split.y) == score  # the same draws every call
+    torch.manual_seed(0)
+    d = model.predictive_distribution(split.x)
+    paths = d.sample((50,))  # [S, N, H], fed back step by step
+    ref = crps_samples(paths.reshape(50, -1), split.y.reshape(-1)).reshape(3, 6)
+    assert score == pytest.approx(float((ref / d.scale[:, None]).mean()), rel=1e-5)
+    # the teacher-forced score is a different number on the same weights
+    nll = tiny(val_metric="nll")
+    nll.load_state_dict(model.state_dict())
+    assert nll.val_score(split.x, split.y) != pytest.approx(score, rel=1e-2)
+    with pytest.raises(ValueError, match="val_metric must be"):
+        tiny(val_metric="mse")
+
+
 def test_calendar_positions_follow_the_time_labels():
     months = np.datetime64("2001-03", "M") + np.arange(5)
     assert calendar_position(months, "M", 12).tolist() == [2, 3, 4, 5, 6]

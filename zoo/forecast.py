@@ -42,6 +42,17 @@ class ForecastConfig:
         num_covariates: covariates known in advance (read off the data).
         harmonics: sin/cos pairs of the position in the period.
         max_windows: training windows drawn from the data at most (evenly spaced starts).
+        train_history: the targets of the training windows lie in the last ``train_history``
+            steps of each series (0: anywhere; at least one window is always drawn); their
+            context may read further back. Long histories whose dynamics have changed are
+            fitted to recent behaviour this way.
+        val_metric: the early-stopping score (:meth:`Forecaster.val_score`): ``nll``, the
+            validation window's negative log density under teacher forcing (one-step-ahead
+            quality), or ``crps``, the scaled sample CRPS of forecasts sampled
+            autoregressively over it (what the backtest scores; errors that compound over the
+            horizon count).
+        val_samples: paths per series for ``val_metric="crps"`` (fixed draws, so the score
+            moves only with the weights).
         seasonal_skip: the output's location is the (scaled) value one period earlier plus
             what the network predicts, so the network learns the change from the seasonal-naive
             forecast (normal, studentt and mixture outputs).
@@ -71,18 +82,27 @@ class ForecastConfig:
     num_covariates: int = 0
     harmonics: int = 2
     max_windows: int = 4000
+    train_history: int = 0
+    val_metric: Literal["nll", "crps"] = "nll"
+    val_samples: int = 64
     seasonal_skip: bool = False
     log_target: bool | Literal["auto"] = False
 
     def validate(self) -> None:
+        if self.val_metric not in ("nll", "crps"):
+            raise ValueError(f"val_metric must be 'nll' or 'crps'; got {self.val_metric!r}")
+        if self.val_samples < 2:
+            raise ValueError(f"val_samples must be >= 2; got {self.val_samples}")
         if self.output not in OUTPUTS:
             raise ValueError(
                 f"output {self.output!r} is unknown; choose one of {', '.join(OUTPUTS)}"
             )
         if min(self.horizon, self.period, self.hidden, self.layers, self.max_windows) < 1:
             raise ValueError("horizon, period, hidden, layers and max_windows must be >= 1")
-        if self.context_length < 0 or self.num_covariates < 0 or self.harmonics < 0:
-            raise ValueError("context_length, num_covariates and harmonics must be >= 0")
+        if min(self.context_length, self.num_covariates, self.harmonics, self.train_history) < 0:
+            raise ValueError(
+                "context_length, num_covariates, harmonics and train_history must be >= 0"
+            )
         if any(lag < 1 for lag in self.lags):
             raise ValueError(f"lags must be >= 1; got {self.lags}")
         if self.seasonal_skip and (self.output not in SKIP_OUTPUTS or self.period < 2):
@@ -314,9 +334,18 @@ class Forecaster(ZooModel):
         return x, y
 
     def val_score(self, x: Tensor, y: Tensor | None) -> float:
-        """Held-out negative log density per step (teacher forcing over the horizon)."""
+        """Early-stopping score (lower is better; ``ForecastConfig.val_metric``): the held-out
+        negative log density per step with teacher forcing, or the sample CRPS per step of
+        autoregressive forecasts over the horizon, in units of each series' scale."""
         with torch.no_grad():
-            return float(-self.predictive_distribution(x).log_prob(y).mean() / y.shape[-1])
+            d = self.predictive_distribution(x)
+            if self.config.val_metric == "nll":
+                return float(-d.log_prob(y).mean() / y.shape[-1])
+            # common random numbers: the same draws every epoch, and the caller's RNG untouched
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                torch.manual_seed(0)
+                paths = d.sample((self.config.val_samples,))
+            return float((_crps(paths, y) / d.scale[:, None]).mean())
 
     def example_inputs(self, n: int = 8) -> Tensor:
         steps = self.past_length + self.config.horizon
@@ -384,8 +413,13 @@ class Forecaster(ZooModel):
         full = self._inputs(series, series.values, 0, none)
         n, t = series.values.shape
         per_series = max(1, self.config.max_windows // n)
+        last = t - p - h
+        # with train_history, every window's targets lie in the series' last train_history steps
+        first = (
+            min(last, max(0, t - p - self.config.train_history)) if self.config.train_history else 0
+        )
         starts = (
-            torch.linspace(t - p - h, 0, min(per_series, t - p - h + 1)).round().long().unique()
+            torch.linspace(last, first, min(per_series, last - first + 1)).round().long().unique()
         )
         idx = starts[:, None] + torch.arange(p + h)[None]
         x = full[:, idx].reshape(-1, p + h, full.shape[-1])
@@ -402,3 +436,12 @@ class Forecaster(ZooModel):
         self._check_series(series, self.past_length, "a forecast")
         x = self._inputs(series, series.values, horizon, future_covariates)
         return x[:, -(self.past_length + horizon) :]
+
+
+def _crps(samples: Tensor, y: Tensor) -> Tensor:
+    """Sample CRPS per point of ``samples [S, ...]`` against ``y [...]`` (sorted-sample form)."""
+    s = samples.sort(0).values
+    n = s.shape[0]
+    w = (2 * torch.arange(1, n + 1, device=s.device, dtype=s.dtype) - n - 1) / n**2
+    spread = (s * w.reshape(-1, *([1] * y.dim()))).sum(0)
+    return (s - y).abs().mean(0) - spread
