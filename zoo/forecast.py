@@ -342,7 +342,9 @@ class Forecaster(ZooModel):
             if self.config.val_metric == "nll":
                 return float(-d.log_prob(y).mean() / y.shape[-1])
             # common random numbers: the same draws every epoch, and the caller's RNG untouched
-            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            # (the CPU generator is always forked; an indexed accelerator's is forked as well)
+            forked = [x.device] if x.device.index is not None else []
+            with torch.random.fork_rng(devices=forked, device_type=x.device.type):
                 torch.manual_seed(0)
                 paths = d.sample((self.config.val_samples,))
             return float((_crps(paths, y) / d.scale[:, None]).mean())
