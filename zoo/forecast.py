@@ -46,11 +46,11 @@ class ForecastConfig:
             steps of each series (0: anywhere; at least one window is always drawn); their
             context may read further back. Long histories whose dynamics have changed are
             fitted to recent behaviour this way.
-        val_metric: the early-stopping score (:meth:`Forecaster.val_score`): ``nll``, the
-            validation window's negative log density under teacher forcing (one-step-ahead
-            quality), or ``crps``, the scaled sample CRPS of forecasts sampled
-            autoregressively over it (what the backtest scores; errors that compound over the
-            horizon count).
+        val_metric: the early-stopping score (:meth:`Forecaster.val_score`): ``crps`` (the
+            default), the scaled sample CRPS of forecasts sampled autoregressively over the
+            validation window (what the backtest scores; errors that compound over the
+            horizon count), or ``nll``, its negative log density under teacher forcing
+            (one-step-ahead quality only; cheaper).
         val_samples: paths per series for ``val_metric="crps"`` (fixed draws, so the score
             moves only with the weights).
         seasonal_skip: the output's location is the (scaled) value one period earlier plus
@@ -83,7 +83,7 @@ class ForecastConfig:
     harmonics: int = 2
     max_windows: int = 4000
     train_history: int = 0
-    val_metric: Literal["nll", "crps"] = "nll"
+    val_metric: Literal["nll", "crps"] = "crps"
     val_samples: int = 64
     seasonal_skip: bool = False
     log_target: bool | Literal["auto"] = False
