@@ -38,7 +38,9 @@ def test_training_improves_and_early_stopping_restores_the_best_weights():
     xv, yv = small_problem(256, seed=1)
     model = zoo.build("regression", hidden=32)
     before = model.val_score(xv, yv)
-    history = fit(model, (x, y), (xv, yv), epochs=400, lr=1e-2, patience=5, quiet=True)
+    history = fit(
+        model, (x, y), (xv, yv), epochs=400, lr=1e-2, patience=5, quiet=True, device="cpu"
+    )
     assert history.stopped == "early_stopping"
     assert len(history.rows) < 400
     assert history.best_val == min(history.column("val"))

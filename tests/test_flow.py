@@ -63,7 +63,16 @@ def test_learned_density_integrates_to_one():
     train, val = mixture_sample(2000, g), mixture_sample(500, g)
     model = zoo.build("flow", transform="spline_autoregressive", num_layers=2, hidden=16)
     before = float(-model.log_prob(val).mean().detach())
-    fit(model, (train, None), (val, None), epochs=5, batch_size=400, lr=1e-2, quiet=True)
+    fit(
+        model,
+        (train, None),
+        (val, None),
+        epochs=5,
+        batch_size=400,
+        lr=1e-2,
+        quiet=True,
+        device="cpu",
+    )
     after = float(-model.log_prob(val).mean().detach())
     assert after < before - 0.3, "brief training should improve the held-out NLL"
     points, area = grid(-7.0, 7.0, 280)
