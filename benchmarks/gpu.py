@@ -155,7 +155,7 @@ def mdn_steps(args, device: torch.device, batch: int, quick: bool) -> dict:
                 zoo_step(x[batches[0]], y[batches[0]])
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        out["host_syncs_per_step"] = sum("synchroniz" in str(w.message) for w in caught)
+        out["host_syncs_per_step"] = sum("called a synchronizing" in str(w.message) for w in caught)
     else:
         out["host_syncs_per_step"] = None
     return out
