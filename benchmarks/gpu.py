@@ -4,9 +4,11 @@ Side by side in one run, each with its peak GPU memory:
 
 1. VAE seconds per epoch on the full MNIST test-set file (the 10,000 ``t10k`` images):
    the zoo's default ``vae`` through ``inference.fit`` against a plain-PyTorch loop of the
-   same networks (``benchmarks.vae.PlainVAE``), same batch size, median epoch after the first;
+   same networks (``benchmarks.vae.PlainVAE``) and the same recipe (batch size, fused AdamW,
+   schedule, gradient clipping), median epoch after the first;
 2. the MDN SVI step (:class:`inference.fit.TrainStep`) against a plain-PyTorch step of the
-   same network at batch sizes 256 and 8,192 (blocks of steps between two synchronizations),
+   same network and recipe at batch sizes 256 and 8,192 (blocks of steps between two
+   synchronizations),
    and the host synchronizations one zoo step makes, counted with
    ``torch.cuda.set_sync_debug_mode("warn")`` (validation off, as in a production run);
 3. ``Predictive(parallel=True)`` throughput for the BNN (draws x points per second);
@@ -70,8 +72,32 @@ def _no_validation():
         pyro.enable_validation(before)
 
 
+def _plain_step(params: list[torch.Tensor], cfg: FitConfig, total_steps: int = 1):
+    """A plain-PyTorch step of fit's recipe: fused AdamW, clipping and the schedule of
+    ``cfg``; ``step(loss_closure)`` returns the detached loss."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    sched = None
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    elif cfg.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps)
+
+    def step(closure):
+        loss = closure()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm, foreach=True)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        return loss.detach()
+
+    return step
+
+
 def vae_epochs(args, device: torch.device, quick: bool) -> dict:
-    from benchmarks.vae import PlainVAE, train_plain_epoch
+    from benchmarks.vae import PlainVAE, _batches
 
     data = zoo.datasets.load_dataset("mnist", seed=args.seed, data_dir=args.data_dir)
     x = torch.cat([data.train.x, data.val.x, data.test.x])  # every t10k image
@@ -90,13 +116,19 @@ def vae_epochs(args, device: torch.device, quick: bool) -> dict:
     out["zoo_s"] = statistics.median([b - a for a, b in zip(ends, ends[1:], strict=False)][1:])
     with _peak(device, out, "plain_peak_mb"):
         plain = PlainVAE(zoo.build("vae", **overrides).config).to(device)
-        opt = torch.optim.Adam(plain.parameters(), lr=opts.get("lr", 1e-3))
+        # the recipe fit runs (FitConfig defaults and the model's default_fit): fused AdamW,
+        # the learning-rate schedule and gradient clipping, so the ratio is Pyro's and fit's
+        # cost, not that of a lighter recipe
+        cfg = FitConfig(**{k: v for k, v in opts.items() if k in ("lr", "schedule")})
+        steps = epochs * -(-len(x) // opts["batch_size"])
+        step = _plain_step(list(plain.parameters()), cfg, steps)
         g = torch.Generator().manual_seed(args.seed)
         xs = x.to(device)
         times = []
         for _ in range(epochs):
             start = time.perf_counter()
-            train_plain_epoch(plain, opt, xs, opts["batch_size"], g)
+            for idx in _batches(len(xs), opts["batch_size"], g):
+                step(lambda idx=idx: plain.loss(xs[idx]) / len(xs))
             _sync(device)
             times.append(time.perf_counter() - start)
     out["plain_s"] = statistics.median(times[1:])
@@ -116,7 +148,7 @@ def _mdn_problem(n: int, device: torch.device, seed: int):
 
 
 def mdn_steps(args, device: torch.device, batch: int, quick: bool) -> dict:
-    from benchmarks.mdn import SEED_RECIPE, _plain_step, _seed_net
+    from benchmarks.mdn import SEED_RECIPE, _seed_mixture, _seed_net
 
     steps, rounds = (2, 1) if quick else (200, 3)
     n = batch * 8
@@ -128,9 +160,14 @@ def mdn_steps(args, device: torch.device, batch: int, quick: bool) -> dict:
     model.num_data = n
     loss_fn = make_elbo("trace")(model, model.guide)
     loss_fn(x[:batch], y[:batch])
-    zoo_step = TrainStep(loss_fn, n, FitConfig(lr=r["lr"], clip_norm=10.0))
+    cfg = FitConfig(lr=r["lr"], clip_norm=10.0)
+    zoo_step = TrainStep(loss_fn, n, cfg)
     net = _seed_net(args.seed).to(device)
-    plain_step = _plain_step(net, torch.optim.AdamW(net.parameters(), lr=r["lr"], fused=True))
+    plain = _plain_step(list(net.parameters()), cfg)
+
+    def plain_step(x, y):
+        return plain(lambda: -_seed_mixture(net, x).log_prob(y).mean())
+
     batches = [torch.randint(0, n, (batch,), device=device) for _ in range(steps)]
     out: dict = {"batch": batch, "steps": steps}
     for name, step in (("plain", plain_step), ("zoo", zoo_step)):
