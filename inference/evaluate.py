@@ -146,7 +146,8 @@ def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_s
     """Scores of sample paths ``[S, N, H]`` against ``y [N, H]``: overall and per horizon step.
 
     The point scores pool every series and step; ``per_horizon`` has one value per step; ``nll``
-    is the model's held-out NLL per step (``val_score``) where it has one.
+    is the held-out negative log density per step (teacher-forced) where the model has an exact
+    ``predictive_distribution`` over the path.
     """
     from .metrics.forecast import forecast_metrics
 
@@ -163,10 +164,13 @@ def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_s
         out[f"coverage_{pct}"] = scores["overall"][f"coverage_{pct}"]
         out[f"width_{pct}"] = scores["overall"][f"width_{pct}"]
     out["per_horizon"] = per_h
-    try:
-        out["nll"] = float(model.val_score(x, y))
-    except NotImplementedError:
-        pass
+    # the held-out NLL per step under teacher forcing, from the exact path density; not
+    # ``val_score``, which may be another early-stopping score (a forecaster's CRPS)
+    with torch.no_grad():
+        has = hasattr(model, "predictive_distribution")
+        d = model.predictive_distribution(x) if has else None
+        if d is not None:
+            out["nll"] = float(-d.log_prob(y).mean() / y.shape[1])
     return out
 
 

@@ -337,6 +337,11 @@ def test_crps_validation_scores_fixed_autoregressive_draws_and_leaves_the_rng_al
     nll = tiny(val_metric="nll")
     nll.load_state_dict(model.state_dict())
     assert nll.val_score(split.x, split.y) != pytest.approx(score, rel=1e-2)
+    # the scores report the NLL as the NLL whatever early-stopped the model
+    from inference.evaluate import forecast_path_metrics
+
+    m = forecast_path_metrics(model, split.x, split.y, num_samples=20, chunk_size=20)
+    assert m["nll"] == pytest.approx(nll.val_score(split.x, split.y), rel=1e-6)
     with pytest.raises(ValueError, match="val_metric must be"):
         tiny(val_metric="mse")
 
