@@ -2,8 +2,9 @@
 
     python scripts/benchmark.py --only forecast          # ~90 min on 2 CPU cores
     python scripts/benchmark.py --only forecast --quick  # code paths only
-    python -m benchmarks.forecast --part tables          # one part (two processes in parallel
-    python -m benchmarks.forecast --part coverage        # take about half the time)
+    python -m benchmarks.forecast --part tables --out t.json    # one part (two processes in
+    python -m benchmarks.forecast --part coverage --out c.json  # parallel: ~45 min), then
+    python -m benchmarks.forecast --merge t.json c.json         # the targets on both
 
 Every forecaster is scored on the same windows by ``inference.backtest``: AirPassengers with
 the last 36 months held out (the issue's reference figures), visnights over 3 rolling origins
@@ -24,6 +25,7 @@ coverage, in the sweep); the targets are checked on those means. The baselines u
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import zoo
@@ -203,23 +205,29 @@ def run(args) -> dict:
 
     passed = None
     if ZOO in rows and not quick and tables and sweep:
-        vis, air = tables["visnights"], tables["airpassengers"]
-        beats = all(
-            vis[ZOO]["overall"][k] < vis[b]["overall"][k]
-            for k in ("wql", "crps")
-            for b in ("seasonal naive", "ETS")
-        )
-        close = air[ZOO]["overall"]["crps"] <= 1.1 * air["ETS"]["overall"]["crps"]
-        covered = all(0.85 <= s[ZOO]["coverage_90"] <= 0.95 for s in sweep.values())
-        passed = beats and close and covered
-        print(
-            f"\ntargets: visnights wQL and CRPS below seasonal naive and ETS: {beats}; "
-            f"AirPassengers CRPS within 10% of ETS: {close}; coverage 0.85-0.95 everywhere: "
-            f"{covered}"
-        )
+        passed = check_targets(tables, sweep)
     elif ZOO in rows and not quick:
-        print("\ntargets not checked: they need both parts of the benchmark")
+        print("\ntargets not checked: they need both parts of the benchmark (or --merge)")
     return {"tables": tables, "coverage": sweep, "passed": passed}
+
+
+def check_targets(tables: dict, sweep: dict) -> bool:
+    """The issue's targets on the two parts' results; prints each verdict."""
+    vis, air = tables["visnights"], tables["airpassengers"]
+    beats = all(
+        vis[ZOO]["overall"][k] < vis[b]["overall"][k]
+        for k in ("wql", "crps")
+        for b in ("seasonal naive", "ETS")
+    )
+    close = air[ZOO]["overall"]["crps"] <= 1.1 * air["ETS"]["overall"]["crps"]
+    outside = {n: s[ZOO]["coverage_90"] for n, s in sweep.items()}
+    outside = {n: c for n, c in outside.items() if not 0.85 <= c <= 0.95}
+    print(
+        f"\ntargets: visnights wQL and CRPS below seasonal naive and ETS: {beats}; "
+        f"AirPassengers CRPS within 10% of ETS: {close}; coverage 0.85-0.95 everywhere: "
+        f"{not outside}" + "".join(f" ({n} {c:.3f})" for n, c in outside.items())
+    )
+    return beats and close and not outside
 
 
 def _tables(rows, quick, seeds, num_samples, seed) -> dict:
@@ -300,7 +308,24 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="a JSON file for the results")
+    p.add_argument(
+        "--merge",
+        nargs=2,
+        metavar="JSON",
+        help="check the targets on the --out files of a tables and a coverage run",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        tables = next((r["tables"] for r in parts if r["tables"]), None)
+        sweep = next((r["coverage"] for r in parts if r["coverage"]), None)
+        if not tables or not sweep:
+            print(
+                "error: --merge needs the output of a tables run and of a coverage run",
+                file=sys.stderr,
+            )
+            return 2
+        return 0 if check_targets(tables, sweep) else 1
     result = run(args)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,3 +202,33 @@ def test_forecast_tune_compares_variants_on_earlier_windows(capsys):
     rows = [line for line in out.splitlines() if line.startswith(("value", "log"))]
     assert len(rows) == 2 and all("crps" in r and "nan" not in r for r in rows)
     assert rows[0].split("crps ")[1] != rows[1].split("crps ")[1]  # the variants differ
+
+
+def test_forecast_benchmark_merge_checks_the_targets_of_two_parts(tmp_path, capsys):
+    # the two parts run in parallel processes; --merge judges their --out files together
+    from benchmarks.forecast import ZOO, main
+
+    def row(wql, crps):
+        return {"overall": {"wql": wql, "crps": crps}}
+
+    tables = {
+        "visnights": {ZOO: row(0.08, 0.29), "seasonal naive": row(0.09, 0.3)},
+        "airpassengers": {ZOO: row(0.05, 21.0), "ETS": row(0.05, 19.1)},
+    }
+    tables["visnights"]["ETS"] = row(0.09, 0.3)
+    sweep = {"a": {ZOO: {"coverage_90": 0.9}}, "b": {ZOO: {"coverage_90": 0.86}}}
+    a, b = tmp_path / "t.json", tmp_path / "c.json"
+    a.write_text(json.dumps({"tables": tables, "coverage": {}, "passed": None}))
+    b.write_text(json.dumps({"tables": {}, "coverage": sweep, "passed": None}))
+    assert main(["--merge", str(a), str(b)]) == 0
+    sweep["b"][ZOO]["coverage_90"] = 0.84  # one set outside 0.85-0.95 fails, and is named
+    b.write_text(json.dumps({"tables": {}, "coverage": sweep, "passed": None}))
+    assert main(["--merge", str(b), str(a)]) == 1
+    assert "everywhere: False (b 0.840)" in capsys.readouterr().out
+    tables["airpassengers"][ZOO] = row(0.05, 21.1)  # more than 10% above ETS's 19.1
+    sweep["b"][ZOO]["coverage_90"] = 0.9
+    a.write_text(json.dumps({"tables": tables, "coverage": {}, "passed": None}))
+    b.write_text(json.dumps({"tables": {}, "coverage": sweep, "passed": None}))
+    assert main(["--merge", str(a), str(b)]) == 1
+    assert main(["--merge", str(a), str(a)]) == 2  # two tables runs: no coverage to judge
+    assert "needs the output of a tables run and of a coverage run" in capsys.readouterr().err
