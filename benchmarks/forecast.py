@@ -1,6 +1,6 @@
 """Forecasting: rolling-origin backtests of the zoo forecaster beside statistical baselines.
 
-    python scripts/benchmark.py --only forecast          # ~90 min on 2 CPU cores
+    python scripts/benchmark.py --only forecast          # ~55 min on 2 CPU cores
     python scripts/benchmark.py --only forecast --quick  # code paths only
     python -m benchmarks.forecast --part tables --out t.json    # one part (two processes in
     python -m benchmarks.forecast --part coverage --out c.json  # parallel: ~45 min), then
