@@ -208,7 +208,7 @@ def run(args) -> dict:
         passed = check_targets(tables, sweep)
     elif ZOO in rows and not quick:
         print("\ntargets not checked: they need both parts of the benchmark (or --merge)")
-    return {"tables": tables, "coverage": sweep, "passed": passed}
+    return {"tables": tables, "coverage": sweep, "passed": passed, "quick": quick, "seeds": seeds}
 
 
 def check_targets(tables: dict, sweep: dict) -> bool:
@@ -319,11 +319,15 @@ def main(argv=None) -> int:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         tables = next((r["tables"] for r in parts if r["tables"]), None)
         sweep = next((r["coverage"] for r in parts if r["coverage"]), None)
+        problem = None
         if not tables or not sweep:
-            print(
-                "error: --merge needs the output of a tables run and of a coverage run",
-                file=sys.stderr,
-            )
+            problem = "--merge needs the output of a tables run and of a coverage run"
+        elif any(r.get("quick") for r in parts):
+            problem = "--merge judges full runs only: rerun the parts without --quick"
+        elif parts[0].get("seeds") != parts[1].get("seeds"):
+            problem = "--merge: the two parts ran different seeds; rerun them with the same --seed"
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             return 2
         return 0 if check_targets(tables, sweep) else 1
     result = run(args)

@@ -75,7 +75,10 @@ def _no_validation():
 def _plain_step(params: list[torch.Tensor], cfg: FitConfig, total_steps: int = 1):
     """A plain-PyTorch step of fit's recipe: fused AdamW, clipping and the schedule of
     ``cfg``; ``step(loss_closure)`` returns the detached loss."""
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    try:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # no fused kernel for this device: fit falls back too
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = None
     if cfg.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
@@ -128,7 +131,7 @@ def vae_epochs(args, device: torch.device, quick: bool) -> dict:
         for _ in range(epochs):
             start = time.perf_counter()
             for idx in _batches(len(xs), opts["batch_size"], g):
-                step(lambda idx=idx: plain.loss(xs[idx]) / len(xs))
+                step(lambda idx=idx: plain.loss(xs[idx]) / len(idx))  # fit's per-point mean
             _sync(device)
             times.append(time.perf_counter() - start)
     out["plain_s"] = statistics.median(times[1:])

@@ -146,8 +146,9 @@ def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_s
     """Scores of sample paths ``[S, N, H]`` against ``y [N, H]``: overall and per horizon step.
 
     The point scores pool every series and step; ``per_horizon`` has one value per step; ``nll``
-    is the held-out negative log density per step (teacher-forced) where the model has an exact
-    ``predictive_distribution`` over the path.
+    is the held-out negative log density per step (teacher-forced) where the model has a
+    ``predictive_distribution`` over the path with a ``log_prob`` (for a quantile head, its
+    asymmetric-Laplace quasi-likelihood: comparable across fits of that head only).
     """
     from .metrics.forecast import forecast_metrics
 
@@ -164,13 +165,16 @@ def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_s
         out[f"coverage_{pct}"] = scores["overall"][f"coverage_{pct}"]
         out[f"width_{pct}"] = scores["overall"][f"width_{pct}"]
     out["per_horizon"] = per_h
-    # the held-out NLL per step under teacher forcing, from the exact path density; not
+    # the held-out NLL per step under teacher forcing, from the path distribution; not
     # ``val_score``, which may be another early-stopping score (a forecaster's CRPS)
     with torch.no_grad():
-        has = hasattr(model, "predictive_distribution")
-        d = model.predictive_distribution(x) if has else None
-        if d is not None:
-            out["nll"] = float(-d.log_prob(y).mean() / y.shape[1])
+        try:
+            has = hasattr(model, "predictive_distribution")
+            d = model.predictive_distribution(x.to(s.device)) if has else None
+            if d is not None:
+                out["nll"] = float(-d.log_prob(y).mean() / y.shape[1])
+        except NotImplementedError:  # a path distribution without log_prob: no NLL
+            pass
     return out
 
 

@@ -230,5 +230,13 @@ def test_forecast_benchmark_merge_checks_the_targets_of_two_parts(tmp_path, caps
     a.write_text(json.dumps({"tables": tables, "coverage": {}, "passed": None}))
     b.write_text(json.dumps({"tables": {}, "coverage": sweep, "passed": None}))
     assert main(["--merge", str(a), str(b)]) == 1
+    tables["airpassengers"][ZOO] = row(0.05, 21.0)
+    tables["visnights"][ZOO] = row(0.0905, 0.29)  # wQL behind seasonal naive's 0.09
+    a.write_text(json.dumps({"tables": tables, "coverage": {}, "passed": None}))
+    assert main(["--merge", str(a), str(b)]) == 1
+    assert "seasonal naive and ETS: False" in capsys.readouterr().out
     assert main(["--merge", str(a), str(a)]) == 2  # two tables runs: no coverage to judge
     assert "needs the output of a tables run and of a coverage run" in capsys.readouterr().err
+    b.write_text(json.dumps({"tables": {}, "coverage": sweep, "passed": None, "quick": True}))
+    assert main(["--merge", str(a), str(b)]) == 2
+    assert "full runs only" in capsys.readouterr().err

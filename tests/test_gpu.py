@@ -58,5 +58,14 @@ def test_the_fit_step_makes_no_host_synchronization(device):
         syncs = [str(w.message) for w in caught if "called a synchronizing" in str(w.message)]
         assert not syncs, syncs
         assert torch.isfinite(torch.stack(losses)).all()
+        # positive control: the filter catches a real synchronization
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                losses[0].item()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        assert sum("called a synchronizing" in str(w.message) for w in caught) == 1
     finally:
         pyro.enable_validation(True)
