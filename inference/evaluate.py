@@ -15,6 +15,7 @@ from zoo.base import (
     HasLogits,
     HasLogProb,
     HasPredictiveComponents,
+    HasPredictiveDistribution,
 )
 
 from .figures import model_figures
@@ -169,7 +170,7 @@ def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_s
     # ``val_score``, which may be another early-stopping score (a forecaster's CRPS)
     with torch.no_grad():
         try:
-            has = hasattr(model, "predictive_distribution")
+            has = isinstance(model, HasPredictiveDistribution)
             d = model.predictive_distribution(x.to(s.device)) if has else None
             if d is not None:
                 out["nll"] = float(-d.log_prob(y).mean() / y.shape[1])
