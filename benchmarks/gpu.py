@@ -32,7 +32,7 @@ import torch
 
 import zoo
 from inference import FitConfig, fit, resolve_device
-from inference.fit import TrainStep, make_elbo
+from inference.fit import TrainStep, _make_optimizer, _make_scheduler, make_elbo
 from inference.metrics import crps_samples
 from inference.predict import predictive_samples
 
@@ -57,6 +57,20 @@ def _peak(device: torch.device, out: dict, key: str = "peak_mb"):
     out[key] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
+def host_syncs(fn):
+    """Runs ``fn()`` under ``torch.cuda.set_sync_debug_mode("warn")``: the messages of the
+    host synchronizations it made (PyTorch's "called a synchronizing CUDA operation"; not
+    the debug mode's own prototype warning) and what ``fn`` returned."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return [str(w.message) for w in caught if "called a synchronizing" in str(w.message)], result
+
+
 def _mb(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0f}"
 
@@ -73,17 +87,11 @@ def _no_validation():
 
 
 def _plain_step(params: list[torch.Tensor], cfg: FitConfig, total_steps: int = 1):
-    """A plain-PyTorch step of fit's recipe: fused AdamW, clipping and the schedule of
-    ``cfg``; ``step(loss_closure)`` returns the detached loss."""
-    try:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    except (RuntimeError, ValueError):  # no fused kernel for this device: fit falls back too
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = None
-    if cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-    elif cfg.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps)
+    """A plain-PyTorch step of fit's recipe: the optimizer and schedule fit builds from
+    ``cfg`` (fused AdamW where the device has it) and its clipping; ``step(loss_closure)``
+    returns the detached loss."""
+    opt = _make_optimizer(params, cfg.lr, cfg.weight_decay)
+    sched = _make_scheduler(opt, cfg.schedule, cfg.lr, total_steps)
 
     def step(closure):
         loss = closure()
@@ -188,14 +196,8 @@ def mdn_steps(args, device: torch.device, batch: int, quick: bool) -> dict:
         out[f"{name}_ms"] = 1e3 * min(blocks)
     out["ratio"] = out["zoo_ms"] / out["plain_ms"]
     if device.type == "cuda":  # the synchronizations one zoo step makes
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                zoo_step(x[batches[0]], y[batches[0]])
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        out["host_syncs_per_step"] = sum("called a synchronizing" in str(w.message) for w in caught)
+        syncs, _ = host_syncs(lambda: zoo_step(x[batches[0]], y[batches[0]]))
+        out["host_syncs_per_step"] = len(syncs)
     else:
         out["host_syncs_per_step"] = None
     return out

@@ -168,14 +168,14 @@ def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_s
     out["per_horizon"] = per_h
     # the held-out NLL per step under teacher forcing, from the path distribution; not
     # ``val_score``, which may be another early-stopping score (a forecaster's CRPS)
-    with torch.no_grad():
-        try:
-            has = isinstance(model, HasPredictiveDistribution)
-            d = model.predictive_distribution(x.to(s.device)) if has else None
-            if d is not None:
-                out["nll"] = float(-d.log_prob(y).mean() / y.shape[1])
-        except NotImplementedError:  # a path distribution without log_prob: no NLL
-            pass
+    if isinstance(model, HasPredictiveDistribution):
+        with torch.no_grad():
+            try:
+                d = model.predictive_distribution(x.to(s.device))
+                if d is not None:
+                    out["nll"] = float(-d.log_prob(y).mean() / y.shape[1])
+            except NotImplementedError:  # a path distribution without log_prob: no NLL
+                pass
     return out
 
 
