@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,3 +241,24 @@ def test_forecast_benchmark_merge_checks_the_targets_of_two_parts(tmp_path, caps
     b.write_text(json.dumps({"tables": {}, "coverage": sweep, "passed": None, "quick": True}))
     assert main(["--merge", str(a), str(b)]) == 2
     assert "full runs only" in capsys.readouterr().err
+    # a run of one dataset (--dataset) is not judged either
+    b.write_text(json.dumps({"tables": {}, "coverage": sweep, "datasets": ["airpassengers"]}))
+    assert main(["--merge", str(a), str(b)]) == 2
+    assert "--dataset" in capsys.readouterr().err
+
+
+def test_forecast_benchmark_runs_one_dataset_end_to_end(tmp_path):
+    # every row of both parts on AirPassengers, quick; a run of one dataset judges no target
+    from benchmarks.forecast import RAW, ZOO, main
+
+    out = tmp_path / "ap.json"
+    assert main(["--quick", "--dataset", "airpassengers", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["tables"]) == ["airpassengers"] and list(result["coverage"]) == [
+        "airpassengers"
+    ]
+    table = result["tables"]["airpassengers"]
+    assert {"seasonal naive", "ETS", "Pyro structural", ZOO, RAW} <= set(table)
+    for row in table.values():
+        assert all(math.isfinite(row["overall"][k]) for k in ("wql", "crps", "coverage_90"))
+    assert result["passed"] is None and result["datasets"] == ["airpassengers"]
