@@ -143,19 +143,28 @@ def uncertainty_split(model, x: Tensor, num_samples: int = 200) -> dict[str, flo
     }
 
 
-def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_size: int):
+def forecast_path_metrics(
+    model, x: Tensor, y: Tensor, num_samples: int, chunk_size: int = 10000, samples=None
+):
     """Scores of sample paths ``[S, N, H]`` against ``y [N, H]``: overall and per horizon step.
 
-    The point scores pool every series and step; ``per_horizon`` has one value per step; ``nll``
-    is the held-out negative log density per step (teacher-forced) where the model has a
-    ``predictive_distribution`` over the path with a ``log_prob`` (for a quantile head, its
-    asymmetric-Laplace quasi-likelihood: comparable across fits of that head only).
+    The paths are ``num_samples`` fresh ``Predictive`` draws of ``x`` (on the model's device),
+    or ``samples``, paths of ``x`` drawn already (so that scores of the same draws, before and
+    after a calibration, differ by the calibration alone). The point scores pool every series
+    and step; ``per_horizon`` has one value per step; ``nll`` is the held-out negative log
+    density per step (teacher-forced) where the model has a ``predictive_distribution`` over
+    the path with a ``log_prob`` (for a quantile head, its asymmetric-Laplace
+    quasi-likelihood: comparable across fits of that head only).
     """
     from .metrics.forecast import forecast_metrics
 
     x, y = model.check_data(x, y)
-    s = predictive_samples(model, x, num_samples, chunk_size=chunk_size)["obs"]
-    y = y.to(s.device)
+    if samples is None:
+        s = predictive_samples(model, x, num_samples, chunk_size=chunk_size)["obs"]
+    else:
+        s = torch.as_tensor(samples)
+        if s.dim() != 3 or tuple(s.shape[1:]) != tuple(y.shape):
+            raise ValueError(f"samples must be [S, {len(y)}, {y.shape[1]}]; got {list(s.shape)}")
     out: dict[str, Any] = {"horizon": int(y.shape[1])}
     for level in LEVELS:  # no MASE here: the split holds no history to scale by
         scores = forecast_metrics(s.cpu(), y.cpu(), torch.ones(len(y)), level=level)
@@ -171,9 +180,9 @@ def forecast_path_metrics(model, x: Tensor, y: Tensor, num_samples: int, chunk_s
     if isinstance(model, HasPredictiveDistribution):
         with torch.no_grad():
             try:
-                d = model.predictive_distribution(x.to(s.device))
+                d = model.predictive_distribution(x)
                 if d is not None:
-                    out["nll"] = float(-d.log_prob(y).mean() / y.shape[1])
+                    out["nll"] = float(-d.log_prob(y.to(x.device)).mean() / y.shape[1])
             except NotImplementedError:  # a path distribution without log_prob: no NLL
                 pass
     return out

@@ -57,6 +57,13 @@ class SpreadCalibration:
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 
+    def describe(self) -> str:
+        """One line for a run's summary: the factor and what it rests on."""
+        text = f"intervals x {self.factor:.3f} (split conformal on {self.points} points"
+        if self.steps is None:
+            return text + ")"
+        return text + f" up to {self.steps} steps ahead; past them x {max(self.factor, 1.0):.3f})"
+
 
 def spread_scores(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> torch.Tensor:
     """The conformity score of each finite point of ``[N, H]`` ``truth`` under ``[S, N, H]``

@@ -336,13 +336,20 @@ def holdout_scores(
 
     The metrics are :func:`inference.evaluate`'s (``Predictive`` paths as they are) plus the
     MASE; given a :class:`SpreadCalibration`, ``calibration`` holds its factor, ``calibrated``
-    the scores of the calibrated paths, and the paths returned are the calibrated ones.
+    the scores of the same paths calibrated, and the paths returned are the calibrated ones.
     """
-    from .evaluate import evaluate
+    from .evaluate import forecast_path_metrics
     from .metrics.forecast import forecast_metrics, seasonal_scale
+    from .predict import _device_of
 
-    metrics = evaluate(model, forecast_split(model, history, future), num_samples=num_samples)
+    # one draw of paths for every score: the calibrated ones differ by the factor alone
+    split = forecast_split(model, history, future)
     paths = holdout_paths(model, history, future, num_samples).cpu()
+    model.eval()
+    device = _device_of(model)
+    metrics = {"n": len(split.x), "kind": model.metric_kind}
+    metrics.update(forecast_path_metrics(model, split.x.to(device), split.y.to(device),
+                                         num_samples, samples=paths))  # fmt: skip
     scale = seasonal_scale(history.values, period)
     thr = history.values[:, -period:].mean(-1, keepdim=True)
     metrics["mase"] = forecast_metrics(paths, future.values, scale, thr)["overall"]["mase"]

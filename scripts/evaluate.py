@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out / "metrics_eval.json", metrics)
         print(f"{meta['model']} on {meta.get('dataset')}: {summary_line(metrics)}")
         if spread is not None:
-            print(f"intervals x {spread.factor:.3f}: {summary_line(metrics['calibrated'])}")
+            print(f"{spread.describe()}: {summary_line(metrics['calibrated'])}")
         return 0
     metrics = evaluate(
         model, data.test, num_samples=args.num_samples, true_log_prob=data.true_log_prob

@@ -29,7 +29,7 @@ from inference.calibrate import before_after, check_temperature_model, fit_tempe
 from inference.checkpoint import load_training_state, save_training_state  # noqa: E402
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from inference.fit import fit_config  # noqa: E402
-from inference.forecasting import CALIBRATION_POINTS, forecast_run  # noqa: E402
+from inference.forecasting import CALIBRATION_POINTS, SpreadCalibration, forecast_run  # noqa: E402
 from inference.runs import HistoryWriter, create_run_dir, discard_unless_checkpointed  # noqa: E402
 from inference.signals import StopSignals  # noqa: E402
 from zoo.base import SupportsForecast  # noqa: E402
@@ -459,8 +459,8 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
         return interrupted(run_dir, stop, s["rows"], s["best_epoch"], s["seconds"], when)
     print(f"{name} on {data.name}: {summary_line(metrics)}")
     if "calibrated" in metrics:
-        factor = metrics["calibration"]["factor"]
-        print(f"intervals x {factor:.3f} (split conformal): {summary_line(metrics['calibrated'])}")
+        spread = SpreadCalibration(**metrics["calibration"])
+        print(f"{spread.describe()}: {summary_line(metrics['calibrated'])}")
     if table:
         windows = metrics["backtest"]["num_windows"]
         print(f"rolling-origin backtest, {windows} window(s) of {data.horizon} steps:\n{table}")

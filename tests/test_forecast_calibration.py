@@ -90,6 +90,15 @@ def test_paths_beyond_the_validated_steps_are_only_widened():
     assert wide.apply(longer).std() > 1.5 * longer.std()
 
 
+def test_the_factor_describes_itself_in_one_line():
+    line = SpreadCalibration(0.5, points=36, steps=12).describe()
+    assert line == (
+        "intervals x 0.500 (split conformal on 36 points up to 12 steps ahead; past them x 1.000)"
+    )
+    assert SpreadCalibration(1.25, points=7).describe().endswith("on 7 points)")
+    assert "\n" not in line
+
+
 def test_fit_spread_refuses_a_bad_level_and_ignores_nan_truth():
     paths, truth = gaussian_paths(5, 4, 1.0)
     with pytest.raises(ValueError, match="level"):
@@ -244,3 +253,25 @@ def test_more_points_may_widen_the_recent_windows_factor_but_never_narrow_it():
     widened = widen_only(recent, [wild], steps=3)
     assert widened.factor == 3.0 and widened.points == 63
     assert widen_only(recent, [], steps=3) == spread_from_scores(recent, steps=3)
+
+
+def test_a_holdouts_raw_and_calibrated_scores_come_from_the_same_paths():
+    # a factor of 1 (or one that only narrows steps past a longer forecast) changes nothing
+    from inference.fit import fit
+    from inference.forecasting import holdout, holdout_scores
+
+    data = periodic(n=2, t=60)
+    model = zoo.build(
+        "forecast",
+        **{**zoo.MODELS["forecast"].data_overrides(data), **zoo.MODELS["forecast"].tiny_config},
+    )
+    history, future = holdout(data)
+    fit(model, model.training_windows(history), None, FitConfig(epochs=2, batch_size=16, seed=0))
+    for same in (SpreadCalibration(1.0, points=8, steps=4), SpreadCalibration(0.5, steps=2)):
+        metrics, paths = holdout_scores(model, history, future, 4, 64, same)
+        assert same.factor_for(4) == 1.0
+        for key in ("crps", "wql", "coverage_90", "width_90", "mase"):
+            assert metrics["calibrated"][key] == metrics[key], key
+    metrics, paths = holdout_scores(model, history, future, 4, 64, SpreadCalibration(3.0, steps=4))
+    assert metrics["calibrated"]["width_90"] > 2.5 * metrics["width_90"]
+    assert metrics["calibrated"]["mase"] == pytest.approx(metrics["mase"], rel=1e-5)  # same median
