@@ -160,6 +160,18 @@ class LeanTrace_ELBO(Trace_ELBO):
         )
         if key in self._checked:
             return
+        # the checks recompute every site's log density: a model with dropout would draw new
+        # masks there, so they run on a forked RNG and the training's random stream is the
+        # same whichever steps are checked (a resumed fit checks its first batches again)
+        values = [s["value"] for s in model_sites.values() if torch.is_tensor(s.get("value"))]
+        device = values[0].device if values else torch.device("cpu")
+        forked = [device] if device.type != "cpu" and device.index is not None else []
+        with torch.random.fork_rng(devices=forked, device_type=device.type):
+            self._check(model_sites, guide_sites)
+        if len(self._checked) < 64:  # a model whose structure keeps changing is checked each time
+            self._checked.add(key)
+
+    def _check(self, model_sites: dict, guide_sites: dict) -> None:
         model_trace, guide_trace = _to_trace(model_sites), _to_trace(guide_sites)
         check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
         guide_trace = prune_subsample_sites(guide_trace)
@@ -171,5 +183,3 @@ class LeanTrace_ELBO(Trace_ELBO):
                 if site["type"] == "sample":
                     check_site_shape(site, self.max_plate_nesting)
         check_if_enumerated(guide_trace)
-        if len(self._checked) < 64:  # a model whose structure keeps changing is checked each time
-            self._checked.add(key)
