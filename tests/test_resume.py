@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -87,3 +88,40 @@ def test_resume_refuses_other_options_data_or_model(tmp_path):
     (tmp_path / "train_state.pt").write_bytes(b"torn")
     with pytest.raises(zoo.CheckpointError, match="train_state.pt cannot be read"):
         load_training_state(tmp_path)
+
+
+def test_a_resumed_fit_with_dropout_draws_the_masks_of_the_straight_run(tmp_path):
+    # a 2-layer LSTM forecaster (dropout between its layers) over 98 windows in batches of
+    # 32: the last batch of each epoch is partial, a structure the resumed fit checks anew
+    from inference.forecasting import validation_windows
+    from zoo.datasets import SeriesData
+
+    t = torch.arange(64, dtype=torch.float32)
+    values = torch.stack([5 + torch.sin(t * math.pi / 2), 7 + torch.cos(t * math.pi / 2)])
+    values = values + 0.1 * torch.randn(2, 64, generator=torch.Generator().manual_seed(0))
+    series = SeriesData(
+        "toy", values, period=4, freq="M", horizon=3, kind="continuous", names=["a", "b"],
+        time=np.datetime64("2000-01", "M") + np.arange(64),
+    )  # fmt: skip
+    config = {**zoo.MODELS["forecast"].tiny_config, "period": 4, "layers": 2, "dropout": 0.3}
+
+    def build():
+        torch.manual_seed(0)
+        return zoo.build("forecast", **config)
+
+    x, y, val = validation_windows(build(), series)
+    assert len(x) % 32 != 0
+    common = dict(epochs=3, batch_size=32, lr=1e-2, seed=3, quiet=True, patience=None)
+    straight = build()
+    h_straight = fit(straight, (x, y), val, **common)
+    first = build()
+    fit(first, (x, y), val, should_stop=stop_after(6),
+        checkpoint=lambda s: save_training_state(tmp_path, s), **common)  # fmt: skip
+    assert load_training_state(tmp_path)["epoch"] == 2  # stopped inside the second epoch
+    torch.manual_seed(999)
+    resumed = build()
+    h2 = fit(resumed, (x, y), val, resume=tmp_path, **common)
+    assert [r["loss"] for r in h2.rows] == [r["loss"] for r in h_straight.rows]
+    assert [r["val"] for r in h2.rows] == [r["val"] for r in h_straight.rows]
+    for k, v in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
