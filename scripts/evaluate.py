@@ -11,8 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
-from inference import evaluate, resolve_device, write_plots  # noqa: E402
+from inference import evaluate, resolve_device, seed_everything, write_plots  # noqa: E402
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
+from inference.forecast_summary import fan_chart, summarize_paths  # noqa: E402
 from inference.forecasting import SpreadCalibration, holdout, holdout_scores  # noqa: E402
 from zoo.io import read_config  # noqa: E402
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--num-samples", type=int, default=200)
     p.add_argument("--out", help="where to write metrics and plots (default: the run folder)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the predictive draws (default 0)")
     args = p.parse_args(argv)
     if args.num_samples < 40:
         fail("--num-samples must be at least 40 (the 95% interval needs 2 / (1 - 0.95) draws)")
@@ -36,12 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out or args.run_dir)
     out.mkdir(parents=True, exist_ok=True)
+    seed_everything(args.seed)  # the same command gives the same scores
     if isinstance(data, zoo.datasets.SeriesData):  # the held-out horizon of every series
         history, future = holdout(data)
-        cal = meta.get("interval_calibration")
-        spread = SpreadCalibration(**cal) if cal else None
-        metrics, _ = holdout_scores(model, history, future, data.period, args.num_samples, spread)
+        # the factor of a finished run (older runs kept it under the option's own name); an
+        # interrupted run has none yet and is scored as its best checkpoint forecasts
+        cal = meta.get("interval_factor", meta.get("interval_calibration"))
+        spread = SpreadCalibration(**cal) if isinstance(cal, dict) else None
+        metrics, paths = holdout_scores(
+            model, history, future, data.period, args.num_samples, spread
+        )
         write_json(out / "metrics_eval.json", metrics)
+        fan_chart(history.values, summarize_paths(paths), out / "forecast.png",
+                  truth=future.values, names=data.names)  # fmt: skip
         print(f"{meta['model']} on {meta.get('dataset')}: {summary_line(metrics)}")
         if spread is not None:
             print(f"{spread.describe()}: {summary_line(metrics['calibrated'])}")

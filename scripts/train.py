@@ -446,7 +446,7 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
             s = load_training_state(run_dir)
             return interrupted(run_dir, stop, s["rows"], s["best_epoch"], s["seconds"])
         # the factor travels with the weights, so scripts/evaluate.py scores what the run did
-        spread = {"interval_calibration": metrics.get("calibration")}
+        spread = {"interval_factor": metrics.get("calibration")}  # beside the run's options
         zoo.save(model, run_dir, extra={**extra, "epoch": metrics["best_epoch"], **spread})
         table = metrics.pop("baseline_table", None)
         write_json(run_dir / "metrics.json", metrics)

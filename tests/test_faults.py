@@ -389,6 +389,14 @@ def test_series_run_stopped_mid_fit_resumes_to_the_straight_run(tmp_path, capsys
     assert metrics["stopped"] == "interrupted" and metrics["epochs_run"] == 1
     assert len((out / "history.csv").read_text().splitlines()) == 2
     assert consistent(out) == "loadable" and not (out / "forecast.png").exists()
+    # the interrupted run's best checkpoint can be scored; it has no interval factor yet
+    ev = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(out), "--num-samples", "40",
+         "--out", str(tmp_path / "ev")],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    assert "calibrated" not in json.loads((tmp_path / "ev" / "metrics_eval.json").read_text())
     state = ckpt.load_training_state(out)
     assert (state["epoch"], state["step"], state["stopped"]) == (2, 2, None)
     code, _, err = cli(["--resume", out, "--data-args", "horizon=36"], capsys)

@@ -455,6 +455,15 @@ def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
     again = json.loads((out / "metrics_eval.json").read_text())
     assert again["calibration"] == m["calibration"]
     assert again["calibrated"]["crps"] == pytest.approx(m["calibrated"]["crps"], rel=0.25)
+    # seeded: the same command gives the same scores, and the fan chart is redrawn
+    e = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(out), "--num-samples", "40",
+         "--out", str(tmp_path / "again")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert e.returncode == 0, e.stderr
+    assert json.loads((tmp_path / "again" / "metrics_eval.json").read_text()) == again
+    assert (tmp_path / "again" / "forecast.png").stat().st_size > 5000
 
 
 def test_train_calibration_points_0_calibrates_on_the_models_own_validation_only(tmp_path):
@@ -470,4 +479,5 @@ def test_train_without_interval_calibration_scores_the_raw_paths_only(tmp_path):
         tmp_path, "raw", "--backtest-windows", "0", "--no-interval-calibration"
     )
     assert "calibrated" not in m and "calibration" not in m and "backtest" not in m
-    assert json.loads((out / "config.json").read_text())["interval_calibration"] is None
+    config = json.loads((out / "config.json").read_text())
+    assert config["interval_calibration"] is False and config["interval_factor"] is None
