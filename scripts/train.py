@@ -29,7 +29,7 @@ from inference.calibrate import before_after, check_temperature_model, fit_tempe
 from inference.checkpoint import load_training_state, save_training_state  # noqa: E402
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from inference.fit import fit_config  # noqa: E402
-from inference.forecasting import CALIBRATION_POINTS, SpreadCalibration, forecast_run  # noqa: E402
+from inference.forecasting import CALIBRATION_POINTS, SpreadCalibration, baselines, forecast_run  # noqa: E402
 from inference.runs import HistoryWriter, create_run_dir, discard_unless_checkpointed  # noqa: E402
 from inference.signals import StopSignals  # noqa: E402
 from zoo.base import SupportsForecast  # noqa: E402
@@ -259,6 +259,13 @@ def run(args, stop: StopSignals) -> int:
     for key, default in {**RUN_ARGS, **(SERIES_ARGS if series else {})}.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
+    if series:  # before anything trains: a bad name would only show after the fit
+        if args.backtest_windows < 0:
+            fail(f"--backtest-windows must be >= 0 (0: no backtest); got {args.backtest_windows}")
+        try:
+            baselines(tuple(b for b in args.baselines.split(",") if b))
+        except ValueError as e:
+            fail(f"--baselines: {e}")
     if state is not None:
         overrides = state["model_meta"]["config"]
         model = zoo.build(name, **overrides)

@@ -409,6 +409,11 @@ BAD = [
     (["--dataset", "visnights", "--set", "output=weibull"], "output 'weibull' is unknown"),
     (["--dataset", "airpassengers", "--calibration-points", "-1"],
      "--calibration-points must be >= 0"),
+    (["--dataset", "airpassengers", "--data-args", "horizon=12.5"],
+     "horizon must be a whole number of steps; got '12.5'"),
+    (["--dataset", "airpassengers", "--baselines", "seasonal_naive,bogus"],
+     "--baselines: unknown baseline(s) ['bogus']; choose from"),
+    (["--dataset", "airpassengers", "--backtest-windows", "-1"], "--backtest-windows must be >= 0"),
 ]  # fmt: skip
 
 
@@ -418,6 +423,7 @@ def test_bad_series_input_exits_2_with_one_line(args, message, tmp_path):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert not (tmp_path / "r").exists()  # refused before a run folder was made
 
 
 def train_airpassengers(tmp_path, name: str, *args: str, epochs: int = 1):

@@ -151,3 +151,9 @@ def test_slice_cuts_values_time_and_covariates_together():
         d.slice(10, 10)
     vis = load_dataset("visnights").select([3, 0])
     assert vis.names[1] == "NSWMetro" and vis.values.shape == (2, 76)
+
+
+def test_one_us_employment_series_id_is_one_series():
+    # --data-args series=ID gives a string, not a list: it is one Series_ID, not its letters
+    one = load_dataset("us_employment", series="CEU0500000001")
+    assert one.values.shape == (1, 969) and one.names[0].startswith("CEU0500000001")

@@ -185,7 +185,17 @@ def _finish(values: np.ndarray, impute: bool, kind: str) -> np.ndarray:
 
 
 def _horizon(horizon: int | None, default: int, length: int, name: str) -> int:
-    h = default if horizon is None else int(horizon)
+    if horizon is None:
+        h = default
+    else:
+        try:
+            h = int(horizon)
+            if h != float(horizon):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{name}: horizon must be a whole number of steps; got {horizon!r}"
+            ) from None
     if not 1 <= h < length:
         raise DataError(f"{name}: horizon {h} must be between 1 and the series length {length} - 1")
     return h
@@ -254,6 +264,8 @@ def load_us_employment(
     titles = df.groupby("Series_ID")["Title"].first()
     if series is None:
         series = [c for c in wide.columns if wide[c].notna().all()]
+    elif isinstance(series, str):  # one Series_ID, not its characters
+        series = [series]
     unknown_ids = [s for s in series if s not in wide.columns]
     if unknown_ids:
         raise DataError(f"us_employment: unknown Series_ID(s) {', '.join(unknown_ids)}")
