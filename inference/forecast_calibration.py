@@ -57,12 +57,16 @@ class SpreadCalibration:
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 
-    def describe(self) -> str:
-        """One line for a run's summary: the factor and what it rests on."""
-        text = f"intervals x {self.factor:.3f} (split conformal on {self.points} points"
+    def describe(self, horizon: int | None = None) -> str:
+        """One line for a run's summary: the factor applied to paths of ``horizon`` steps and
+        what it rests on."""
+        text = f"intervals x {self.factor_for(horizon or 0):.3f} (split conformal on {self.points}"
         if self.steps is None:
-            return text + ")"
-        return text + f" up to {self.steps} steps ahead; past them x {max(self.factor, 1.0):.3f})"
+            return text + " points)"
+        text += f" points up to {self.steps} steps ahead"
+        if horizon is not None and horizon > self.steps and self.factor < 1:
+            text += f", whose x {self.factor:.3f} would narrow: {horizon} steps are only widened"
+        return text + ")"
 
 
 def spread_scores(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> torch.Tensor:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                   truth=future.values, names=data.names)  # fmt: skip
         print(f"{meta['model']} on {meta.get('dataset')}: {summary_line(metrics)}")
         if spread is not None:
-            print(f"{spread.describe()}: {summary_line(metrics['calibrated'])}")
+            print(f"{spread.describe(len(future))}: {summary_line(metrics['calibrated'])}")
         return 0
     metrics = evaluate(
         model, data.test, num_samples=args.num_samples, true_log_prob=data.true_log_prob

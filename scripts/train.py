@@ -467,7 +467,7 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
     print(f"{name} on {data.name}: {summary_line(metrics)}")
     if "calibrated" in metrics:
         spread = SpreadCalibration(**metrics["calibration"])
-        print(f"{spread.describe()}: {summary_line(metrics['calibrated'])}")
+        print(f"{spread.describe(data.horizon)}: {summary_line(metrics['calibrated'])}")
     if table:
         windows = metrics["backtest"]["num_windows"]
         print(f"rolling-origin backtest, {windows} window(s) of {data.horizon} steps:\n{table}")

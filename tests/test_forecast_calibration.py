@@ -91,12 +91,20 @@ def test_paths_beyond_the_validated_steps_are_only_widened():
 
 
 def test_the_factor_describes_itself_in_one_line():
-    line = SpreadCalibration(0.5, points=36, steps=12).describe()
-    assert line == (
-        "intervals x 0.500 (split conformal on 36 points up to 12 steps ahead; past them x 1.000)"
+    narrow = SpreadCalibration(0.5, points=36, steps=12)
+    assert (
+        narrow.describe(12)
+        == "intervals x 0.500 (split conformal on 36 points up to 12 steps ahead)"
     )
-    assert SpreadCalibration(1.25, points=7).describe().endswith("on 7 points)")
-    assert "\n" not in line
+    # a longer forecast is not narrowed: the line names the factor applied, and why
+    assert narrow.describe(36) == (
+        "intervals x 1.000 (split conformal on 36 points up to 12 steps ahead, whose x 0.500"
+        " would narrow: 36 steps are only widened)"
+    )
+    assert SpreadCalibration(2.0, points=36, steps=12).describe(36).startswith("intervals x 2.000")
+    assert SpreadCalibration(1.25, points=7).describe(5) == (
+        "intervals x 1.250 (split conformal on 7 points)"
+    )
 
 
 def test_fit_spread_refuses_a_bad_level_and_ignores_nan_truth():
