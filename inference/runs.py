@@ -54,9 +54,14 @@ def create_run_dir(out: str | None, default: str, overwrite: bool = False) -> tu
     if path.is_dir():
         files = _run_files(path)
         if files and not overwrite:
+            # --resume only where there is something to resume (a run killed before its first
+            # checkpoint leaves only history.csv)
+            resume = (
+                f"--resume {path} to continue it, " if (path / "train_state.pt").is_file() else ""
+            )
             raise ConfigError(
                 f"--out {path} already holds a run ({files[0].name}); pass --overwrite to replace "
-                f"it, --resume {path} to continue it, or another --out"
+                f"it, {resume}or another --out"
             )
         for f in files:
             f.unlink()

@@ -86,7 +86,14 @@ def test_two_runs_in_one_second_get_two_folders_and_out_is_never_overwritten(tmp
     before = (out / "model.pt").read_bytes()
     code, _, err = cli(["--model", "mse", "--epochs", "1", "--out", out, *FAST], capsys)
     assert code == 2 and "already holds a run" in one_line(err) and "--overwrite" in err
+    assert "--resume" not in err  # nothing to resume there: no train_state.pt
     assert (out / "model.pt").read_bytes() == before
+    started = tmp_path / "started"  # a run's folder with its state: resuming is an option
+    started.mkdir()
+    (started / "history.csv").write_text("epoch,loss\n")
+    (started / "train_state.pt").write_bytes(b"")
+    code, _, err = cli(["--model", "mse", "--epochs", "1", "--out", started, *FAST], capsys)
+    assert code == 2 and f"--resume {started} to continue it" in one_line(err)
     args = ["--model", "mse", "--epochs", "1", "--out", out, "--overwrite", "--seed", "1", *FAST]
     code, _, _ = cli(args, capsys)
     assert code == 0 and (out / "model.pt").read_bytes() != before
