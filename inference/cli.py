@@ -79,6 +79,7 @@ def summary_line(m: dict[str, Any]) -> str:
     """The few numbers a person wants after a run, by metric kind."""
     keys = [
         ("nll", "NLL"),
+        ("quasi_nll", "quasi-NLL"),
         ("nll_gap", "gap to true NLL"),
         ("rmse", "RMSE"),
         ("coverage_90", "90% coverage"),

@@ -16,6 +16,7 @@ from zoo.base import (
     HasLogProb,
     HasPredictiveComponents,
     HasPredictiveDistribution,
+    HasQuasiLikelihood,
 )
 
 from .figures import model_figures
@@ -153,8 +154,9 @@ def forecast_path_metrics(
     after a calibration, differ by the calibration alone). The point scores pool every series
     and step; ``per_horizon`` has one value per step; ``nll`` is the held-out negative log
     density per step (teacher-forced) where the model has a ``predictive_distribution`` over
-    the path with a ``log_prob`` (for a quantile head, its asymmetric-Laplace
-    quasi-likelihood: comparable across fits of that head only).
+    the path with a ``log_prob``; ``quasi_nll`` instead where that is a quasi-likelihood
+    (``zoo.base.HasQuasiLikelihood``: the quantile head's asymmetric-Laplace pinball loss,
+    comparable across fits of that head only).
     """
     from .metrics.forecast import forecast_metrics
 
@@ -182,7 +184,9 @@ def forecast_path_metrics(
             try:
                 d = model.predictive_distribution(x)
                 if d is not None:
-                    out["nll"] = float(-d.log_prob(y.to(x.device)).mean() / y.shape[1])
+                    quasi = isinstance(model, HasQuasiLikelihood) and model.quasi_likelihood
+                    key = "quasi_nll" if quasi else "nll"
+                    out[key] = float(-d.log_prob(y.to(x.device)).mean() / y.shape[1])
             except NotImplementedError:  # a path distribution without log_prob: no NLL
                 pass
     return out

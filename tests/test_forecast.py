@@ -61,6 +61,20 @@ def test_every_head_trains_and_samples_paths(output, rnn):
         assert (paths >= 0).all() and (paths == paths.round()).all()
 
 
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_the_held_out_nll_is_named_for_what_the_head_scores(output):
+    # the quantile head's log_prob is its pinball loss as asymmetric-Laplace densities: a
+    # quasi-likelihood over 13 levels, reported apart from the densities of the other heads
+    from inference.evaluate import forecast_path_metrics
+
+    model = tiny(output=output)
+    x = model.example_inputs(5)
+    y = Predictive(model, num_samples=1)(x)["obs"][0]
+    out = forecast_path_metrics(model, x, y, 40)
+    key = "quasi_nll" if output == "quantile" else "nll"
+    assert math.isfinite(out[key]) and ({"nll", "quasi_nll"} - {key}).isdisjoint(out)
+
+
 @pytest.mark.parametrize(
     "output, skip, log",
     [(o, False, False) for o in OUTPUTS]

@@ -133,6 +133,16 @@ class HasIWAESamples(Protocol):
 
 
 @runtime_checkable
+class HasQuasiLikelihood(Protocol):
+    """Whether the model's ``log_prob`` is a quasi-likelihood (a training loss written as a
+    log density, e.g. a pinball loss as asymmetric Laplace densities), not a density of the
+    data: its held-out value is then reported as ``quasi_nll``, not ``nll``."""
+
+    @property
+    def quasi_likelihood(self) -> bool: ...
+
+
+@runtime_checkable
 class HasFigures(Protocol):
     """Figures a family describes itself: ``{file stem: (plot name, kwargs)}``; each plot name
     is a key of ``inference.figures.PLOTS``."""

@@ -267,6 +267,11 @@ class Forecaster(ZooModel):
         return "forecast"
 
     @property
+    def quasi_likelihood(self) -> bool:
+        """Whether ``log_prob`` is the quantile head's pinball quasi-likelihood."""
+        return self.head.quasi_likelihood
+
+    @property
     def target_kind(self) -> str:
         """``continuous`` or ``count``: which values the output distribution supports."""
         return self.head.kind

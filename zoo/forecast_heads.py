@@ -43,6 +43,8 @@ class Head(nn.Module):
     """
 
     kind = "continuous"
+    #: the per-step ``log_prob`` is a quasi-likelihood, not a density (the quantile head's)
+    quasi_likelihood = False
 
     def __init__(self, name: str, likelihood: nn.Module | None = None, log: bool = False):
         super().__init__()
@@ -159,6 +161,8 @@ class QuantileDistribution(dist.TorchDistribution):
 
 
 class _QuantileHead(Head):
+    quasi_likelihood = True
+
     def __init__(self, levels: tuple[float, ...]):
         super().__init__("quantile")
         self.register_buffer("levels", torch.tensor(sorted(levels)))
