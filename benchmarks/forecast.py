@@ -235,6 +235,8 @@ def check_targets(tables: dict, sweep: dict) -> bool:
 def _tables(rows, quick, seeds, num_samples, seed, only=None) -> dict:
     """The side-by-side tables of :data:`TABLE_PLANS` (those in ``only``, where given)."""
     tables = {}
+    if only and not set(only) & set(TABLE_PLANS):
+        print(f"\n(no table for {', '.join(only)}: the tables are {', '.join(TABLE_PLANS)})")
     for name, plan in TABLE_PLANS.items():
         if only and name not in only:
             continue
@@ -329,6 +331,9 @@ def main(argv=None) -> int:
         help="check the targets on the --out files of a tables and a coverage run",
     )
     args = p.parse_args(argv)
+    if args.merge and args.datasets:
+        print("error: --merge judges whole runs; drop --dataset", file=sys.stderr)
+        return 2
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         tables = next((r["tables"] for r in parts if r["tables"]), None)

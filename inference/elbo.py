@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from pyro import poutine
 from pyro.distributions.util import is_identically_zero, scale_and_mask
@@ -58,6 +60,24 @@ def _to_trace(sites: dict) -> Trace:
     for name, site in sites.items():
         trace.add_node(name, **site)
     return trace
+
+
+def _forked_rngs(*site_dicts: dict) -> contextlib.ExitStack:
+    """Forks the CPU generator and that of every accelerator the sites' values live on (the
+    observed data sits on the model's device; a full batch's plate indices may be on the CPU)."""
+    devices: dict[str, set] = {}
+    for sites in site_dicts:
+        for site in sites.values():
+            value = site.get("value")
+            if torch.is_tensor(value) and value.device.type != "cpu":
+                index = value.device.index
+                devices.setdefault(value.device.type, set()).add(0 if index is None else index)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=[]))  # the CPU generator
+    for kind, indices in devices.items():
+        forked = [torch.device(kind, i) for i in sorted(indices)]
+        stack.enter_context(torch.random.fork_rng(devices=forked, device_type=kind))
+    return stack
 
 
 class LeanTrace_ELBO(Trace_ELBO):
@@ -163,10 +183,7 @@ class LeanTrace_ELBO(Trace_ELBO):
         # the checks recompute every site's log density: a model with dropout would draw new
         # masks there, so they run on a forked RNG and the training's random stream is the
         # same whichever steps are checked (a resumed fit checks its first batches again)
-        values = [s["value"] for s in model_sites.values() if torch.is_tensor(s.get("value"))]
-        device = values[0].device if values else torch.device("cpu")
-        forked = [device] if device.type != "cpu" and device.index is not None else []
-        with torch.random.fork_rng(devices=forked, device_type=device.type):
+        with _forked_rngs(model_sites, guide_sites):
             self._check(model_sites, guide_sites)
         if len(self._checked) < 64:  # a model whose structure keeps changing is checked each time
             self._checked.add(key)

@@ -43,6 +43,7 @@ def evaluate(
     num_samples: int = 200,
     true_log_prob=None,
     chunk_size: int = 10000,
+    samples: Tensor | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``split`` (``.x``, ``.y``), dispatched on ``model.metric_kind``.
 
@@ -54,7 +55,8 @@ def evaluate(
     ELBO and an IWAE bound for latent-variable models. A model with parameter uncertainty
     (``predictive_components``) also reports its epistemic / aleatoric split.
     ``split`` is what :func:`inference.fit` takes: a split with ``.x`` and ``.y``, or an
-    ``(x, y)`` pair (``y`` may be None only for density models).
+    ``(x, y)`` pair (``y`` may be None only for density models). ``samples``: a forecaster's
+    ``[S, N, H]`` paths of ``x`` drawn already, scored instead of fresh draws.
     """
     from zoo.base import DataError
 
@@ -70,6 +72,8 @@ def evaluate(
     x = x_in.to(device) if torch.is_tensor(x_in) else x_in
     y = y_in.to(device) if torch.is_tensor(y_in) else y_in
     out: dict[str, Any] = {"n": len(x), "kind": kind}
+    if samples is not None and kind != "forecast":
+        raise ValueError(f"samples= is for forecast paths; this model's metrics are {kind!r}")
     if kind in ("continuous", "count"):
         x, y = model.check_data(x, y)
         discrete = kind == "count"
@@ -109,7 +113,7 @@ def evaluate(
         out.update(metrics.classification_metrics(probs, y.long(), logits=logits))
         out.update(uncertainty_split(model, x, num_samples))
     elif kind == "forecast":
-        out.update(forecast_path_metrics(model, x, y, num_samples, chunk_size))
+        out.update(forecast_path_metrics(model, x, y, num_samples, chunk_size, samples))
     elif kind == "density":
         # a model may set its own IWAE sample count K, else the default
         k = int(model.iwae_samples) if isinstance(model, HasIWAESamples) else 100

@@ -321,14 +321,6 @@ def baseline_table(results: dict[str, Any], keys=("wql", "crps", "mase", "covera
     return "\n".join(lines)
 
 
-def holdout_paths(model, history, future, num_samples: int) -> torch.Tensor:
-    """``[S, N, H]`` sample paths of ``future`` given ``history``."""
-    from .predict import predictive_samples
-
-    split = forecast_split(model, history, future)
-    return predictive_samples(model, split.x, num_samples)["obs"]
-
-
 def holdout_scores(
     model, history, future, period: int, num_samples: int, calibration=None
 ) -> tuple[dict[str, Any], torch.Tensor]:
@@ -338,18 +330,14 @@ def holdout_scores(
     MASE; given a :class:`SpreadCalibration`, ``calibration`` holds its factor, ``calibrated``
     the scores of the same paths calibrated, and the paths returned are the calibrated ones.
     """
-    from .evaluate import forecast_path_metrics
+    from .evaluate import evaluate
     from .metrics.forecast import forecast_metrics, seasonal_scale
-    from .predict import _device_of
+    from .predict import predictive_samples
 
     # one draw of paths for every score: the calibrated ones differ by the factor alone
     split = forecast_split(model, history, future)
-    paths = holdout_paths(model, history, future, num_samples).cpu()
-    model.eval()
-    device = _device_of(model)
-    metrics = {"n": len(split.x), "kind": model.metric_kind}
-    metrics.update(forecast_path_metrics(model, split.x.to(device), split.y.to(device),
-                                         num_samples, samples=paths))  # fmt: skip
+    paths = predictive_samples(model, split.x, num_samples)["obs"].cpu()
+    metrics = evaluate(model, split, num_samples=num_samples, samples=paths)
     scale = seasonal_scale(history.values, period)
     thr = history.values[:, -period:].mean(-1, keepdim=True)
     metrics["mase"] = forecast_metrics(paths, future.values, scale, thr)["overall"]["mase"]

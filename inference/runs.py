@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
 from pathlib import Path
 
 from zoo.config import ConfigError
 
-__all__ = ["RUN_FILES", "HistoryWriter", "create_run_dir", "discard_unless_checkpointed"]
+__all__ = [
+    "RUN_FILES",
+    "HistoryWriter",
+    "create_run_dir",
+    "discard_unless_checkpointed",
+    "finished",
+]
 
 #: What a run writes; ``--overwrite`` removes these (and the PNG plots), nothing else.
 RUN_FILES = (
@@ -26,6 +33,15 @@ def _run_files(run_dir: Path) -> list[Path]:
     return [run_dir / f for f in RUN_FILES if (run_dir / f).exists()] + sorted(
         run_dir.glob("*.png")
     )
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run wrote its final metrics (a run killed after its fit has not)."""
+    try:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return metrics.get("stopped") != "interrupted"
 
 
 def create_run_dir(out: str | None, default: str, overwrite: bool = False) -> tuple[Path, bool]:
@@ -55,10 +71,9 @@ def create_run_dir(out: str | None, default: str, overwrite: bool = False) -> tu
         files = _run_files(path)
         if files and not overwrite:
             # --resume only where there is something to resume (a run killed before its first
-            # checkpoint leaves only history.csv)
-            resume = (
-                f"--resume {path} to continue it, " if (path / "train_state.pt").is_file() else ""
-            )
+            # checkpoint leaves only history.csv; a finished one has nothing left)
+            resumable = (path / "train_state.pt").is_file() and not finished(path)
+            resume = f"--resume {path} to continue it, " if resumable else ""
             raise ConfigError(
                 f"--out {path} already holds a run ({files[0].name}); pass --overwrite to replace "
                 f"it, {resume}or another --out"

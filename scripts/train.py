@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from inference.checkpoint import load_training_state, save_training_state  # noq
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from inference.fit import fit_config  # noqa: E402
 from inference.forecasting import CALIBRATION_POINTS, SpreadCalibration, baselines, forecast_run  # noqa: E402
-from inference.runs import HistoryWriter, create_run_dir, discard_unless_checkpointed  # noqa: E402
+from inference.runs import HistoryWriter, create_run_dir, discard_unless_checkpointed, finished  # noqa: E402
 from inference.signals import StopSignals  # noqa: E402
 from zoo.base import SupportsForecast  # noqa: E402
 
@@ -196,13 +195,9 @@ def option(key: str, value, flag: bool = True) -> str:
     return f"--{name} {value}" if flag else str(value)
 
 
-def finished(run_dir: Path) -> bool:
-    """Whether the run wrote its final metrics (a run killed after its fit has not)."""
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return metrics.get("stopped") != "interrupted"
+def baseline_names(args) -> tuple[str, ...]:
+    """The ``--baselines`` names, in order."""
+    return tuple(b for b in args.baselines.split(",") if b)
 
 
 def data_kwargs(args) -> dict:
@@ -263,7 +258,7 @@ def run(args, stop: StopSignals) -> int:
         if args.backtest_windows < 0:
             fail(f"--backtest-windows must be >= 0 (0: no backtest); got {args.backtest_windows}")
         try:
-            baselines(tuple(b for b in args.baselines.split(",") if b))
+            baselines(baseline_names(args))
         except ValueError as e:
             fail(f"--baselines: {e}")
     if state is not None:
@@ -443,7 +438,7 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
             checkpoint=on_improve,
             num_samples=args.num_samples,
             backtest_windows=args.backtest_windows,
-            baseline_names=tuple(b for b in args.baselines.split(",") if b),
+            baseline_names=baseline_names(args),
             seed=fit_cfg.seed,
             calibrate=args.interval_calibration,
             calibration_points=args.calibration_points,

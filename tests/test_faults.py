@@ -97,6 +97,9 @@ def test_two_runs_in_one_second_get_two_folders_and_out_is_never_overwritten(tmp
     args = ["--model", "mse", "--epochs", "1", "--out", out, "--overwrite", "--seed", "1", *FAST]
     code, _, _ = cli(args, capsys)
     assert code == 0 and (out / "model.pt").read_bytes() != before
+    # a finished run keeps its train_state.pt, but there is nothing left to resume
+    code, _, err = cli(["--model", "mse", "--epochs", "1", "--out", out, *FAST], capsys)
+    assert code == 2 and "already holds a run" in err and "--resume" not in err
     assert consistent(out) == "loadable"
     # the run's files have the user's usual permissions, like the plots
     mask = os.umask(0)

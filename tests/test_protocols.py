@@ -25,6 +25,7 @@ HOOKS = {
     base.ChecksTrainingData: "check_training_data",
     base.HasEpochSchedule: "set_epoch",
     base.HasPredictiveDistribution: "predictive_distribution",
+    base.HasQuasiLikelihood: "quasi_likelihood",
 }
 
 
@@ -39,7 +40,7 @@ def test_each_family_offers_the_hooks_it_defines_and_only_those():
         "mdn": set(),
         "regression": set(),
         "mse": set(),
-        "forecast": set(),
+        "forecast": {"quasi_likelihood"},
     }
     assert set(expected) == set(zoo.MODELS)
     for name, cls in zoo.MODELS.items():

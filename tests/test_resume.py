@@ -90,9 +90,13 @@ def test_resume_refuses_other_options_data_or_model(tmp_path):
         load_training_state(tmp_path)
 
 
-def test_a_resumed_fit_with_dropout_draws_the_masks_of_the_straight_run(tmp_path):
+@pytest.mark.parametrize("batch_size", [32, 1024])
+def test_a_resumed_fit_with_dropout_draws_the_masks_of_the_straight_run(
+    batch_size, tmp_path, device
+):
     # a 2-layer LSTM forecaster (dropout between its layers) over 98 windows in batches of
-    # 32: the last batch of each epoch is partial, a structure the resumed fit checks anew
+    # 32 (the last batch of each epoch is partial, a structure the resumed fit checks anew) or
+    # in one batch (the data plate's indices then live on the CPU, the masks on the device)
     from inference.forecasting import validation_windows
     from zoo.datasets import SeriesData
 
@@ -110,18 +114,20 @@ def test_a_resumed_fit_with_dropout_draws_the_masks_of_the_straight_run(tmp_path
         return zoo.build("forecast", **config)
 
     x, y, val = validation_windows(build(), series)
-    assert len(x) % 32 != 0
-    common = dict(epochs=3, batch_size=32, lr=1e-2, seed=3, quiet=True, patience=None)
+    assert len(x) % 32 != 0 and len(x) < 1024
+    common = dict(epochs=3, batch_size=batch_size, lr=1e-2, seed=3, quiet=True, patience=None,
+                  device=str(device))  # fmt: skip
     straight = build()
     h_straight = fit(straight, (x, y), val, **common)
     first = build()
-    fit(first, (x, y), val, should_stop=stop_after(6),
+    # 4 steps per epoch in batches of 32 (stopped inside epoch 2), 1 in one batch (after it)
+    fit(first, (x, y), val, should_stop=stop_after(6 if batch_size == 32 else 2),
         checkpoint=lambda s: save_training_state(tmp_path, s), **common)  # fmt: skip
-    assert load_training_state(tmp_path)["epoch"] == 2  # stopped inside the second epoch
+    assert load_training_state(tmp_path)["epoch"] == (2 if batch_size == 32 else 3)
     torch.manual_seed(999)
     resumed = build()
     h2 = fit(resumed, (x, y), val, resume=tmp_path, **common)
     assert [r["loss"] for r in h2.rows] == [r["loss"] for r in h_straight.rows]
     assert [r["val"] for r in h2.rows] == [r["val"] for r in h_straight.rows]
     for k, v in straight.state_dict().items():
-        assert torch.equal(resumed.state_dict()[k], v), k
+        assert torch.equal(resumed.state_dict()[k].cpu(), v.cpu()), k

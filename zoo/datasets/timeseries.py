@@ -192,7 +192,7 @@ def _horizon(horizon: int | None, default: int, length: int, name: str) -> int:
             h = int(horizon)
             if h != float(horizon):
                 raise ValueError
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise DataError(
                 f"{name}: horizon must be a whole number of steps; got {horizon!r}"
             ) from None
