@@ -15,11 +15,14 @@ import zoo
 from inference import fit
 from zoo.base import data_size
 
-NAMES = sorted(zoo.MODELS)
+#: every registered model, and configs that change the Pyro program's structure
+VARIANTS = {"forecast[members=3]": ("forecast", {"members": 3})}
+NAMES = sorted(zoo.MODELS) + sorted(VARIANTS)
 
 
 def tiny(name: str) -> zoo.ZooModel:
-    return zoo.build(name, **zoo.MODELS[name].tiny_config)
+    name, extra = VARIANTS.get(name, (name, {}))
+    return zoo.build(name, **{**zoo.MODELS[name].tiny_config, **extra})
 
 
 def example(model: zoo.ZooModel, n: int = 16):
@@ -79,7 +82,10 @@ def test_observed_site_is_obs_under_a_data_plate_scaled_on_minibatches(name):
     site = tr.nodes["obs"]
     assert site["is_observed"]
     assert any(f.name == "data" for f in site["cond_indep_stack"])
-    assert float(site["scale"]) == pytest.approx(10.0)
+    # 80 / 8 on top of the scale of the whole set (1 but for an ensemble's member weights)
+    whole = float(poutine.trace(model).get_trace(x, y).nodes["obs"]["scale"])
+    assert float(site["scale"]) == pytest.approx(10.0 * whole)
+    assert whole == pytest.approx(1 / getattr(model, "members", 1))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -96,7 +102,7 @@ def test_save_load_identical_predictions(name, tmp_path, device):
     for m in (model, loaded):
         guide_tr = poutine.trace(m.guide).get_trace(x[:5], y[:5])
         tr = poutine.trace(poutine.replay(m, trace=guide_tr)).get_trace(x[:5], y[:5])
-        assert float(tr.nodes["obs"]["scale"]) == 1.0
+        assert float(tr.nodes["obs"]["scale"]) == pytest.approx(1 / getattr(m, "members", 1))
 
     def draw(m, dev):
         pyro.set_rng_seed(3)

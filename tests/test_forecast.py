@@ -360,6 +360,100 @@ def test_crps_validation_scores_fixed_autoregressive_draws_and_leaves_the_rng_al
         tiny(val_metric="mse")
 
 
+def _member(ensemble, k: int, **kw) -> zoo.Forecaster:
+    """Member ``k`` of ``ensemble`` as a model of its own (its weights under a single's keys)."""
+    single = tiny(**kw)
+    state = {}
+    for key, value in ensemble.state_dict().items():
+        if key.startswith(("member_rnns.", "member_projs.")):
+            group, index, rest = key.split(".", 2)
+            if int(index) == k - 1:
+                state[f"{group[len('member_') : -1]}.{rest}"] = value
+        elif k == 0 or not key.startswith(("rnn.", "proj.")):
+            state[key] = value
+    single.load_state_dict(state)
+    return single
+
+
+@pytest.mark.parametrize("output", ["studentt", "negbinomial", "quantile"])
+def test_an_ensemble_trains_each_member_on_its_own_likelihood(output):
+    # the ELBO with q(member) uniform is the mean of the members' log likelihoods, computed
+    # exactly: the loss and every member's gradient are those of the member fitted alone / K
+    torch.manual_seed(0)
+    ens = tiny(members=3, output=output)
+    x = ens.example_inputs(7)
+    y = Predictive(ens, num_samples=1)(x)["obs"][0]
+    loss = Trace_ELBO().differentiable_loss(ens, ens.guide, x, y)
+    loss.backward()
+    singles = [_member(ens, k, output=output) for k in range(3)]
+    alone = [Trace_ELBO().differentiable_loss(m, m.guide, x, y) for m in singles]
+    torch.testing.assert_close(loss, sum(alone) / 3)
+    alone[2].backward()
+    grads = dict(ens.named_parameters())
+    for name, p in singles[2].named_parameters():
+        if name.startswith(("rnn.", "proj.")):
+            group, rest = name.split(".", 1)
+            mine = grads[f"member_{group}s.1.{rest}"].grad
+            torch.testing.assert_close(mine, p.grad / 3)
+    # members start from their own initializations; member 0 is what a single model draws
+    torch.manual_seed(5)
+    one = tiny(output=output)
+    torch.manual_seed(5)
+    first = tiny(members=3, output=output)
+    torch.testing.assert_close(first.proj.weight, one.proj.weight)
+    assert not torch.equal(first.member_projs[0].weight, first.proj.weight)
+
+
+def test_an_ensembles_paths_are_its_members_paths_pooled():
+    ens = tiny(members=3, output="normal").eval()
+    with torch.no_grad():
+        for k, proj in enumerate([ens.proj, *ens.member_projs]):
+            proj.weight.zero_()
+            proj.bias.zero_()
+            proj.bias[0] = 10.0 * (k + 1)  # member k's location: 10 (k + 1) scaled units
+    x = ens.example_inputs(5)
+    torch.manual_seed(0)
+    for parallel in (True, False):
+        out = Predictive(ens, guide=ens.guide, num_samples=600, parallel=parallel)(x)
+        assert out["obs"].shape == (600, 5, 3) and out["member"].shape == (600, 5)
+        scale = ens.predictive_distribution(x).scale
+        level = (out["obs"] / scale[:, None]).mean(-1)
+        # every path is the path of the member drawn for it, and the members are drawn evenly
+        torch.testing.assert_close(level.div(10).round() - 1, out["member"].float())
+        share = torch.stack([(out["member"] == k).float().mean() for k in range(3)])
+        assert ((share - 1 / 3).abs() < 0.04).all()
+    # the predictive density is the members' mixture: the mean of their densities
+    y = out["obs"][0]
+    d = ens.predictive_distribution(x)
+    members = torch.stack([_member(ens, k, output="normal").predictive_distribution(x).log_prob(y)
+                           for k in range(3)])  # fmt: skip
+    torch.testing.assert_close(d.log_prob(y), members.exp().mean(0).log())
+    given = d.given(torch.tensor([2, 0, 1, 1, 0]))
+    torch.testing.assert_close(given.log_prob(y), members.T[range(5), [2, 0, 1, 1, 0]])
+    with pytest.raises(ValueError, match="members must be >= 1"):
+        tiny(members=0)
+
+
+def test_an_ensemble_fits_saves_and_scores_like_a_single_model(tmp_path):
+    from inference import fit
+    from inference.evaluate import forecast_path_metrics
+
+    data = series(n=3, t=40)
+    ens = tiny(members=2)
+    history, future = holdout(data, 3)
+    split = forecast_split(ens, history, future)
+    hist = fit(ens, ens.training_windows(history), split, epochs=3, quiet=True, device="cpu")
+    assert len(hist.rows) == 3 and all(math.isfinite(r["val"]) for r in hist.rows)
+    zoo.save(ens, tmp_path)
+    loaded = zoo.load(tmp_path)
+    assert loaded.members == 2
+    torch.manual_seed(0)
+    a = forecast_path_metrics(ens, split.x, split.y, 50)
+    torch.manual_seed(0)
+    b = forecast_path_metrics(loaded, split.x, split.y, 50)
+    assert a == b and math.isfinite(a["nll"]) and math.isfinite(a["crps"])
+
+
 def test_calendar_positions_follow_the_time_labels():
     months = np.datetime64("2001-03", "M") + np.arange(5)
     assert calendar_position(months, "M", 12).tolist() == [2, 3, 4, 5, 6]

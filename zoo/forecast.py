@@ -8,14 +8,16 @@ from typing import Any, Literal
 
 import numpy as np
 import pyro
+import pyro.distributions as dist
 import torch
+from pyro import poutine
 from torch import Tensor, nn
 
 from .base import DataError, ZooModel
 from .forecast_heads import DEFAULT_LEVELS, LOG_OUTPUTS, OUTPUTS, make_head, quantile_levels_ok
-from .forecast_path import ForecastPath, calendar_position
+from .forecast_path import EnsemblePath, ForecastPath, calendar_position
 
-__all__ = ["ForecastConfig", "Forecaster", "ForecastPath", "calendar_position"]
+__all__ = ["EnsemblePath", "ForecastConfig", "Forecaster", "ForecastPath", "calendar_position"]
 
 
 #: outputs with a location the seasonal skip can shift (and a log likelihood can model)
@@ -35,6 +37,15 @@ class ForecastConfig:
         hidden: RNN width.
         layers: stacked RNN layers.
         dropout: dropout between RNN layers.
+        members: networks (RNN and projection) in one deep ensemble (Lakshminarayanan et al.
+            2017), each initialized on its own. A latent ``member`` per series window,
+            uniform: training maximizes the ELBO with the guide q(member) uniform, i.e. the
+            mean of the members' log likelihoods, computed exactly under a plate
+            ``members`` (``obs`` stays ``[N, T]``, its log density is ``[members, N]``, scaled
+            by 1/members, and each member learns from every window as if fitted alone);
+            prediction draws ``member`` per series and path and samples that member's path, so
+            paths pool the members. Early stopping and gradient clipping see the ensemble as
+            one model.
         output: normal, studentt, negbinomial, poisson, mixture, quantile or binned.
         num_components: mixture components (output=mixture).
         quantile_levels: levels of the quantile head (output=quantile).
@@ -73,6 +84,7 @@ class ForecastConfig:
     hidden: int = 40
     layers: int = 2
     dropout: float = 0.1
+    members: int = 1
     output: str = "studentt"
     num_components: int = 3
     quantile_levels: tuple[float, ...] = DEFAULT_LEVELS
@@ -97,8 +109,10 @@ class ForecastConfig:
             raise ValueError(
                 f"output {self.output!r} is unknown; choose one of {', '.join(OUTPUTS)}"
             )
-        if min(self.horizon, self.period, self.hidden, self.layers, self.max_windows) < 1:
-            raise ValueError("horizon, period, hidden, layers and max_windows must be >= 1")
+        if min(self.horizon, self.period, self.hidden, self.layers, self.members) < 1:
+            raise ValueError("horizon, period, hidden, layers and members must be >= 1")
+        if self.max_windows < 1:
+            raise ValueError(f"max_windows must be >= 1; got {self.max_windows}")
         if min(self.context_length, self.num_covariates, self.harmonics, self.train_history) < 0:
             raise ValueError(
                 "context_length, num_covariates, harmonics and train_history must be >= 0"
@@ -181,6 +195,15 @@ class Forecaster(ZooModel):
         drop = c.dropout if c.layers > 1 else 0.0
         self.rnn = rnn(inputs, c.hidden, c.layers, batch_first=True, dropout=drop)
         self.proj = nn.Linear(c.hidden, self.head.num_outputs)
+        # members 1.. of an ensemble (member 0 is rnn and proj: a single model's weights and
+        # their initialization are those of one member)
+        others = range(c.members - 1)
+        self.member_rnns = nn.ModuleList(
+            rnn(inputs, c.hidden, c.layers, batch_first=True, dropout=drop) for _ in others
+        )
+        self.member_projs = nn.ModuleList(
+            nn.Linear(c.hidden, self.head.num_outputs) for _ in others
+        )
         # covariate standardization, fitted on the training windows (saved with the weights)
         self.register_buffer("cov_mean", torch.zeros(c.num_covariates))
         self.register_buffer("cov_std", torch.ones(c.num_covariates))
@@ -213,11 +236,22 @@ class Forecaster(ZooModel):
         """Scaled values as the network reads them: logs with ``log_target``."""
         return z.clamp(min=1e-6).log() if self.log_target else z
 
-    def _run(self, state: tuple[Tensor, ...], inputs: Tensor):
-        """RNN outputs projected to head outputs, and the new state as a tuple (h,) or (h, c)."""
+    @property
+    def members(self) -> int:
+        """Networks in the ensemble (1: a single model)."""
+        return self.config.members
+
+    def _run(self, state: tuple[Tensor, ...], inputs: Tensor, member: int = 0):
+        """Member ``member``'s RNN outputs projected to head outputs, and the new state as a
+        tuple (h,) or (h, c)."""
+        rnn, proj = (
+            (self.rnn, self.proj)
+            if member == 0
+            else (self.member_rnns[member - 1], self.member_projs[member - 1])
+        )
         hx = None if not state else state[0] if len(state) == 1 else state
-        out, hx = self.rnn(inputs, hx)
-        return self.proj(out), (hx,) if isinstance(hx, Tensor) else hx
+        out, hx = rnn(inputs, hx)
+        return proj(out), (hx,) if isinstance(hx, Tensor) else hx
 
     def _offset(self, z: Tensor, steps: int):
         if not self.config.seasonal_skip:
@@ -225,22 +259,23 @@ class Forecaster(ZooModel):
         pos = z.shape[1] - steps + torch.arange(steps, device=z.device)
         return self._value(z[:, pos - self.config.period])
 
-    def path_dist(self, state, z: Tensor, features: Tensor, scale: Tensor):
+    def path_dist(self, state, z: Tensor, features: Tensor, scale: Tensor, member: int = 0):
         """Per-step distributions ``[B, T]`` with teacher forcing on the scaled path ``z``."""
         steps = features.shape[1]
         inputs = torch.cat([self._lags(z, steps), features], -1)
-        out, _ = self._run(state, inputs)
+        out, _ = self._run(state, inputs, member)
         return self.head(out, scale[:, None], self._offset(z, steps))
 
-    def step_dist(self, state, z: Tensor, features: Tensor, scale: Tensor):
+    def step_dist(self, state, z: Tensor, features: Tensor, scale: Tensor, member: int = 0):
         """The next step's distribution ``[B, 1]`` after the scaled history ``z``."""
         zz = torch.cat([z, z.new_zeros(len(z), 1)], -1)  # the position being predicted
         inputs = torch.cat([self._lags(zz, 1), features], -1)
-        out, state = self._run(state, inputs)
+        out, state = self._run(state, inputs, member)
         return self.head(out, scale[:, None], self._offset(zz, 1)), state
 
-    def encode(self, x: Tensor):
-        """Scale ``[N]``, RNN state after the context, scaled past ``[N, P]`` and features."""
+    def encode(self, x: Tensor, member: int = 0):
+        """Scale ``[N]``, member ``member``'s RNN state after the context, scaled past
+        ``[N, P]`` and features."""
         p, c = self.past_length, self.context_length
         past = x[:, :p, 0]
         scale = past[:, -c:].abs().mean(-1)
@@ -248,18 +283,30 @@ class Forecaster(ZooModel):
         z = past / scale[:, None]
         features = self._features(x[:, p - c :], scale)
         inputs = torch.cat([self._lags(z, c), features[:, :c]], -1)
-        _, state = self._run((), inputs)
+        _, state = self._run((), inputs, member)
         state = tuple(s.transpose(0, 1) for s in state)  # batch first, for plates to expand
         return scale, state, z, features[:, c:]
 
-    def predictive_distribution(self, x: Tensor) -> ForecastPath:
-        scale, state, z, future = self.encode(x)
-        return ForecastPath(self, state, z, future, scale)
+    def predictive_distribution(self, x: Tensor) -> ForecastPath | EnsemblePath:
+        """The path distribution of ``x``'s horizon: an ensemble's is the members' mixture."""
+        paths = []
+        for k in range(self.members):
+            scale, state, z, future = self.encode(x, k)
+            paths.append(ForecastPath(self, state, z, future, scale, member=k))
+        return paths[0] if self.members == 1 else EnsemblePath(paths)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         d = self.predictive_distribution(x)
         with self.data_plate(x):
-            return pyro.sample("obs", d, obs=y)
+            if self.members == 1:
+                return pyro.sample("obs", d, obs=y)
+            if y is None:  # each series' path is drawn by a member drawn for it
+                member = pyro.sample("member", dist.Categorical(logits=x.new_zeros(self.members)))
+                return pyro.sample("obs", d.given(member))
+            # E_q[log p(y | member)] under the uniform q, exactly: every member, weight 1/K
+            every = torch.arange(self.members, device=x.device)[:, None]
+            with pyro.plate("members", self.members, dim=-2), poutine.scale(scale=1 / self.members):
+                return pyro.sample("obs", d.given(every), obs=y)
 
     # --- data ----------------------------------------------------------------------------
     @property
