@@ -273,9 +273,9 @@ class Forecaster(ZooModel):
         out, state = self._run(state, inputs, member)
         return self.head(out, scale[:, None], self._offset(zz, 1)), state
 
-    def encode(self, x: Tensor, member: int = 0):
-        """Scale ``[N]``, member ``member``'s RNN state after the context, scaled past
-        ``[N, P]`` and features."""
+    def encode(self, x: Tensor):
+        """Scale ``[N]``, each member's RNN state after the context, scaled past ``[N, P]`` and
+        features (all but the states shared by the members)."""
         p, c = self.past_length, self.context_length
         past = x[:, :p, 0]
         scale = past[:, -c:].abs().mean(-1)
@@ -283,16 +283,15 @@ class Forecaster(ZooModel):
         z = past / scale[:, None]
         features = self._features(x[:, p - c :], scale)
         inputs = torch.cat([self._lags(z, c), features[:, :c]], -1)
-        _, state = self._run((), inputs, member)
-        state = tuple(s.transpose(0, 1) for s in state)  # batch first, for plates to expand
-        return scale, state, z, features[:, c:]
+        states = [self._run((), inputs, k)[1] for k in range(self.members)]
+        # batch first, for plates to expand
+        states = [tuple(s.transpose(0, 1) for s in state) for state in states]
+        return scale, states, z, features[:, c:]
 
     def predictive_distribution(self, x: Tensor) -> ForecastPath | EnsemblePath:
         """The path distribution of ``x``'s horizon: an ensemble's is the members' mixture."""
-        paths = []
-        for k in range(self.members):
-            scale, state, z, future = self.encode(x, k)
-            paths.append(ForecastPath(self, state, z, future, scale, member=k))
+        scale, states, z, future = self.encode(x)
+        paths = [ForecastPath(self, s, z, future, scale, member=k) for k, s in enumerate(states)]
         return paths[0] if self.members == 1 else EnsemblePath(paths)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
