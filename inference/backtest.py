@@ -7,8 +7,10 @@ num_samples, future_covariates=None) -> [S, N, H]`` (the :class:`Forecaster` pro
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from timeit import default_timer
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor
 
 from zoo.base import SupportsForecast
+from zoo.io import CheckpointError, _atomic
 
 from .metrics.forecast import forecast_metrics, seasonal_scale
 
@@ -24,6 +27,7 @@ __all__ = [
     "Backtest",
     "Forecaster",
     "ModelForecaster",
+    "WindowStore",
     "backtest",
     "forecast_origins",
 ]
@@ -89,6 +93,75 @@ class Backtest:
         return {"overall": self.overall, "per_horizon": self.per_horizon, "windows": self.windows}
 
 
+class WindowStore:
+    """Finished backtest windows (scores and paths) in one file, so a stopped backtest redoes
+    only the window it was in.
+
+    The file is rewritten atomically (temp file + rename) after every window, so a kill at any
+    moment leaves the windows finished before it. Each window is kept under the forecaster's
+    name with a key (its origins, seed, number of paths, a checksum of the data it saw and the
+    caller's ``tag``, e.g. the forecaster's options); a window is reused only where every part
+    of the key matches, so a store from other data or options is recomputed, never mixed in.
+
+    Example:
+        >>> store = WindowStore(run_dir / "backtest.pt")
+        >>> backtest(data, forecaster, num_windows=3, store=store.view("model", tag=options))
+    """
+
+    FORMAT = "pyro-zoo-backtest/1"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.windows: dict[str, dict[str, dict]] = {}
+        if self.path.exists():
+            try:
+                saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            except Exception as e:  # written atomically, so only a foreign file gets here
+                raise CheckpointError(
+                    f"{self.path} cannot be read ({type(e).__name__}: {e}); delete it to redo the"
+                    " backtest"
+                ) from None
+            if not isinstance(saved, dict) or saved.get("format") != self.FORMAT:
+                raise CheckpointError(f"{self.path} is not a pyro-zoo backtest store; delete it")
+            self.windows = saved["windows"]
+
+    def view(self, name: str, tag: str = "") -> _StoreView:
+        """The store of one forecaster, as :func:`backtest`'s ``store`` takes it."""
+        return _StoreView(self, name, tag)
+
+    def get(self, name: str, key: dict) -> tuple[dict, Tensor] | None:
+        entry = self.windows.get(name, {}).get(_key_id(key))
+        if entry is None or entry["key"] != key:
+            return None
+        return entry["window"], entry["paths"]
+
+    def put(self, name: str, key: dict, window: dict, paths: Tensor) -> None:
+        self.windows.setdefault(name, {})[_key_id(key)] = {
+            "key": key, "window": window, "paths": paths
+        }  # fmt: skip
+        blob = {"format": self.FORMAT, "windows": self.windows}
+        _atomic(self.path, lambda f: torch.save(blob, f))
+
+
+def _key_id(key: dict) -> str:
+    return f"{key['t0']}:{key['t1']}:{key['t2']}"
+
+
+@dataclass
+class _StoreView:
+    store: WindowStore
+    name: str
+    tag: str
+
+    def key(self, data, t0: int, t1: int, t2: int, seed: int, num_samples: int) -> dict:
+        h = hashlib.sha256()
+        for t in (data.values, data.covariates):
+            if t is not None:  # what the window saw: its history, its truth, its covariates
+                h.update(t[:, :t2].detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+        return {"t0": t0, "t1": t1, "t2": t2, "seed": seed, "num_samples": num_samples,
+                "data": h.hexdigest(), "tag": self.tag}  # fmt: skip
+
+
 def _threshold(history: Tensor, period: int) -> Tensor:
     """The default exceedance threshold: each series' mean over its last seasonal period."""
     return history[:, -period:].mean(-1, keepdim=True)
@@ -109,6 +182,7 @@ def backtest(
     level: float = 0.9,
     threshold: Callable[[Tensor, int], Tensor] | None = _threshold,
     keep_samples: bool = False,
+    store: _StoreView | None = None,
 ) -> Backtest:
     """Fits and forecasts at several origins and scores each window's sample paths.
 
@@ -127,6 +201,10 @@ def backtest(
         threshold: ``threshold(history [N, T], period) -> [N, 1]`` for the exceedance Brier
             score (default: each series' mean over its last period); None leaves it out.
         keep_samples: also return each window's ``[S, N, H]`` paths.
+        store: ``WindowStore(path).view(name, tag)``: each finished window is saved there, and
+            a window already there with the same key (origins, seed, paths, data, tag) is
+            read back instead of fitted and sampled again (with ``refit=True`` only: otherwise
+            later windows need the first window's fit).
 
     Returns:
         A :class:`Backtest`: per-window ``t0, t1, t2``, wall times and metrics, and the scores
@@ -149,6 +227,20 @@ def backtest(
         t2 = t1 + horizon
         history = data.slice(t0, t1)
         future_cov = None if data.covariates is None else data.covariates[:, t1:t2]
+        truth = data.values[:, t1:t2]
+        scale = seasonal_scale(history.values, data.period)
+        thr = None if threshold is None else threshold(history.values, data.period)
+        key = None if store is None or not refit else store.key(data, t0, t1, t2, seed + k,
+                                                                 num_samples)  # fmt: skip
+        done = None if key is None else store.store.get(store.name, key)
+        if done is not None:  # every window is seeded on its own: the later ones are unchanged
+            window, paths = done
+            windows.append(window)
+            all_samples.append(paths)
+            truths.append(truth)
+            scales.append(scale)
+            thresholds.append(thr)
+            continue
         pyro.set_rng_seed(seed + k)
         start = default_timer()
         if refit or fitted is None:
@@ -165,14 +257,13 @@ def backtest(
                 f"{type(fitted).__name__}.sample returned shape {list(paths.shape)};"
                 f" expected [S, N, H] = {list(expect)}"
             )
-        truth = data.values[:, t1:t2]
-        scale = seasonal_scale(history.values, data.period)
-        thr = None if threshold is None else threshold(history.values, data.period)
         scores = forecast_metrics(paths, truth, scale, thr, level)
         windows.append(
             {"t0": t0, "t1": t1, "t2": t2, "seed": seed + k, "train_walltime": train_s}
             | {"test_walltime": test_s, **scores["overall"]}
         )
+        if key is not None:
+            store.store.put(store.name, key, windows[-1], paths)
         all_samples.append(paths)
         truths.append(truth)
         scales.append(scale)

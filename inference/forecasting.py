@@ -7,6 +7,7 @@ Nothing here names a family: a model forecasts because it has ``training_windows
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 from zoo.base import DataError, NeedsHistory
 from zoo.datasets import Split
 
-from .backtest import ModelForecaster, backtest
+from .backtest import ModelForecaster, WindowStore, backtest
 from .fit import FitConfig, History, fit
 from .forecast_calibration import SpreadCalibration, fit_spread, spread_scores, widen_only
 
@@ -293,6 +294,17 @@ def baselines(names: tuple[str, ...] = ("seasonal_naive", "ets")) -> dict[str, C
     return {n: table[n] for n in names}
 
 
+def _options_tag(*parts) -> str:
+    """Options as canonical JSON (dataclasses as dicts, tuples as lists): the same for a model
+    built from them and for one whose config came back from ``config.json``."""
+    plain = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
+#: the backtest's finished windows in a run folder (:class:`WindowStore`)
+BACKTEST_FILE = "backtest.pt"
+
+
 def run_backtests(
     data,
     forecasters: dict[str, Any],
@@ -301,13 +313,20 @@ def run_backtests(
     num_samples: int = 200,
     seed: int = 0,
     min_train: int | None = None,
+    store: WindowStore | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The same rolling-origin windows for every forecaster: name -> ``Backtest``."""
+    """The same rolling-origin windows for every forecaster: name -> ``Backtest``.
+
+    With a :class:`WindowStore`, every finished window is saved under its forecaster's name
+    (and ``tags[name]``, the options that make it what it is), and one saved already is read
+    back instead of refitted: a backtest stopped midway redoes only the window it was in."""
     out = {}
     for name, f in forecasters.items():
+        view = None if store is None else store.view(name, (tags or {}).get(name, ""))
         out[name] = backtest(
             data, f, num_windows=num_windows, num_samples=num_samples, seed=seed,
-            min_train=min_train,
+            min_train=min_train, store=view,
         )  # fmt: skip
     return out
 
@@ -379,8 +398,11 @@ def forecast_run(
     the validation forecast has fewer than ``calibration_points`` points, a second model
     (``build(history)``, seeded with the fit's seed + 1000) is fitted for the calibration
     alone (cross-fitting, :func:`calibrate_on_history`).
+    Each finished backtest window (every forecaster's) is saved in ``run_dir/backtest.pt``
+    (:class:`WindowStore`) and read back, not refitted, when the same window is asked for
+    again: a run stopped in its backtest redoes only the window it was in.
     ``fit_kwargs`` go to :func:`fit` for the holdout fit only (``checkpoint``, ``resume``,
-    ``should_stop``, ``on_epoch``, ...; the backtest refits are not checkpointed); when
+    ``should_stop``, ``on_epoch``, ...; the backtest refits are not checkpointed mid-fit); when
     ``should_stop`` stops it, nothing is scored and the metrics are ``stopped="interrupted"``.
     """
     from pathlib import Path
@@ -452,9 +474,13 @@ def forecast_run(
         # as many windows as the data holds, up to the number asked for
         fits = (len(data) - data.horizon - min_train) // data.horizon + 1
         backtest_windows = max(1, min(backtest_windows, fits))
+        # what makes the model's row what it is: a saved window is reused under the same only
+        cfg = dataclasses.replace(fit_config, quiet=True)  # quiet changes nothing computed
+        tag = _options_tag(getattr(model, "config", None), cfg, calibrate, calibration_points)
         results = run_backtests(
             data, forecasters, num_windows=backtest_windows, num_samples=num_samples,
-            seed=seed, min_train=min_train,
+            seed=seed, min_train=min_train, store=WindowStore(run_dir / BACKTEST_FILE),
+            tags={"model": tag},
         )  # fmt: skip
         metrics["backtest"] = {
             "num_windows": backtest_windows,

@@ -26,6 +26,7 @@ RUN_FILES = (
     "metrics.json",
     "metrics_eval.json",
     "history.csv",
+    "backtest.pt",
 )
 
 

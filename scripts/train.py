@@ -24,11 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import inference.distributed as distributed  # noqa: E402
 import zoo  # noqa: E402
 from inference import FitConfig, TrainingDiverged, evaluate, fit, seed_everything, write_plots  # noqa: E402
+from inference.backtest import WindowStore  # noqa: E402
 from inference.calibrate import before_after, check_temperature_model, fit_temperature  # noqa: E402
 from inference.checkpoint import load_training_state, save_training_state  # noqa: E402
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from inference.fit import fit_config  # noqa: E402
-from inference.forecasting import CALIBRATION_POINTS, SpreadCalibration, baselines, forecast_run  # noqa: E402
+from inference.forecasting import (  # noqa: E402
+    BACKTEST_FILE,
+    CALIBRATION_POINTS,
+    SpreadCalibration,
+    baselines,
+    forecast_run,
+)
 from inference.runs import HistoryWriter, create_run_dir, discard_unless_checkpointed, finished  # noqa: E402
 from inference.signals import StopSignals  # noqa: E402
 from zoo.base import SupportsForecast  # noqa: E402
@@ -406,11 +413,11 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
     """Series data: fit on the history, score the held-out horizon, backtest against baselines.
 
     The holdout fit takes every run's ``hooks``: it is checkpointed, stops at the end of a step
-    on SIGINT / SIGTERM and resumes exactly. What follows it (the scores, the backtest's refits
-    and baselines) is not checkpointed: once the fit has ended a signal stops the run at once,
-    and ``--resume`` skips the finished fit (its best weights and RNG states come back from
-    ``train_state.pt``, nothing is retrained), then scores and backtests as the uninterrupted
-    run would.
+    on SIGINT / SIGTERM and resumes exactly. Once the fit has ended no step polls, so a signal
+    stops the run at once; ``--resume`` skips the finished fit (its best weights and RNG states
+    come back from ``train_state.pt``, nothing is retrained), scores the holdout again, reads the
+    backtest windows that had finished back from ``backtest.pt`` and refits only the others, and
+    ends where the uninterrupted run would.
     """
     if not isinstance(model, SupportsForecast):
         fail(f"model {name!r} does not forecast series (no SupportsForecast hooks)")
@@ -457,7 +464,11 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
             raise
         s = load_training_state(run_dir)
         last = s["rows"][-1]["epoch"] if s["rows"] else 0
-        when = f"after the fit had ended (epoch {last}), in its scores or backtest"
+        done = sum(len(w) for w in WindowStore(run_dir / BACKTEST_FILE).windows.values())
+        when = (
+            f"after the fit had ended (epoch {last}), in its scores or backtest"
+            f" ({done} backtest window(s) kept)"
+        )
         return interrupted(run_dir, stop, s["rows"], s["best_epoch"], s["seconds"], when)
     print(f"{name} on {data.name}: {summary_line(metrics)}")
     if "calibrated" in metrics:

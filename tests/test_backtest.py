@@ -14,10 +14,17 @@ import torch
 from pyro.nn import PyroModule
 
 import zoo
-from inference.backtest import Forecaster, ModelForecaster, backtest, forecast_origins
+from inference.backtest import (
+    Forecaster,
+    ModelForecaster,
+    WindowStore,
+    backtest,
+    forecast_origins,
+)
 from inference.forecast_baselines import ETS, PyroStructural, SeasonalNaive
 from zoo.base import ZooModel
 from zoo.datasets import SeriesData, load_dataset
+from zoo.io import CheckpointError
 
 
 def periodic(n=3, t=60, period=6, noise=0.1, seed=0):
@@ -55,6 +62,65 @@ def test_backtest_windows_hold_out_the_future_and_repeat_with_a_seed():
     assert 0.75 < a.overall["coverage_90"] <= 1.0 and a.overall["mase"] < 1.5
     once = backtest(data, Spy(), num_windows=3, refit=False)
     assert seen[3:] == [42] and once.overall["crps"] > 0
+
+
+def test_a_window_store_reads_finished_windows_back_and_refits_only_the_rest(tmp_path):
+    data = periodic()
+    fits = []
+
+    class Spy(ETS):
+        def fit(self, history):
+            fits.append(len(history))
+            return super().fit(history)
+
+    path = tmp_path / "backtest.pt"
+    straight = backtest(data, Spy(), num_windows=3, keep_samples=True)
+    # a backtest stopped in its third window: the first two are in the store
+    with pytest.raises(KeyboardInterrupt):
+
+        class Stopped(Spy):
+            def fit(self, history):
+                if len(history) == 54:
+                    raise KeyboardInterrupt
+                return super().fit(history)
+
+        backtest(data, Stopped(), num_windows=3, store=WindowStore(path).view("ets"))
+    fits.clear()
+    resumed = backtest(
+        data, Spy(), num_windows=3, keep_samples=True, store=WindowStore(path).view("ets")
+    )
+    assert fits == [54]  # only the window it was in is fitted again
+
+    def scores(w):  # but for the clock
+        return {k: v for k, v in w.items() if not k.endswith("walltime")}
+
+    assert resumed.overall == straight.overall
+    assert [scores(w) for w in resumed.windows] == [scores(w) for w in straight.windows]
+    for a, b in zip(resumed.samples, straight.samples, strict=True):
+        assert torch.equal(a, b)
+    fits.clear()
+    again = backtest(data, Spy(), num_windows=3, store=WindowStore(path).view("ets"))
+    assert fits == [] and again.overall == straight.overall
+    # another forecaster's name, other options (tag), other data or paths: nothing reused
+    store = WindowStore(path)
+    backtest(data, Spy(), num_windows=3, store=store.view("ets", tag="damped"))
+    backtest(periodic(seed=1), Spy(), num_windows=3, store=store.view("ets"))
+    backtest(data, Spy(), num_windows=3, num_samples=100, store=store.view("ets"))
+    backtest(data, Spy(), num_windows=3, store=store.view("other"))
+    assert len(fits) == 12
+    # refit=False needs the first window's fit for the later ones: the store is not used
+    fits.clear()
+    backtest(data, Spy(), num_windows=3, refit=False, store=WindowStore(path).view("ets"))
+    assert fits == [42]
+
+
+def test_a_window_store_that_is_not_one_is_refused_in_one_line(tmp_path):
+    (tmp_path / "torn.pt").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(CheckpointError, match=r"cannot be read .*delete it to redo the backtest"):
+        WindowStore(tmp_path / "torn.pt")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="is not a pyro-zoo backtest store; delete it"):
+        WindowStore(tmp_path / "other.pt")
 
 
 def test_a_forecaster_returning_the_wrong_shape_is_named():

@@ -450,6 +450,41 @@ def test_series_run_stopped_after_its_fit_resumes_without_retraining(
     same_run(out, straight_series)
 
 
+def test_series_run_stopped_in_its_backtest_refits_only_the_unfinished_windows(
+    tmp_path, capsys, monkeypatch, straight_series
+):
+    from inference import forecast_baselines, forecasting
+
+    real = forecast_baselines.SeasonalNaive.fit
+
+    def signalled(self, history):  # the model's window is done, the baseline's is not
+        signal.raise_signal(signal.SIGINT)
+        return real(self, history)
+
+    monkeypatch.setattr(forecast_baselines.SeasonalNaive, "fit", signalled)
+    out = tmp_path / "run"
+    with train.StopSignals() as stop:
+        code, _, err = cli_stopped([*SERIES, "--out", out], stop, capsys)
+    line = one_line(err)
+    assert code == 130 and "(1 backtest window(s) kept); resume with:" in line, line
+    monkeypatch.setattr(forecast_baselines.SeasonalNaive, "fit", real)
+    refits = []
+    real_refit = forecasting.EarlyStoppingForecaster.fit
+
+    def counted(self, history):
+        refits.append(len(history))
+        return real_refit(self, history)
+
+    monkeypatch.setattr(forecasting.EarlyStoppingForecaster, "fit", counted)
+    code, _, _ = cli(["--resume", out], capsys)
+    assert code == 0 and refits == []  # the model's backtest window was read back
+    same_run(out, straight_series)
+    # the store is a run file: --overwrite clears it, so a new run refits every window
+    code, _, _ = cli([*SERIES, "--out", out, "--overwrite"], capsys)
+    assert code == 0 and len(refits) == 1
+    same_run(out, straight_series)
+
+
 SERIES_REFUSED = [
     (["--data-args", "horizon=12"], "drop --data-args horizon=12 (the run's is 24)"),
     (["--backtest-windows", "0"], "drop --backtest-windows 0 (the run's is 1)"),
