@@ -17,6 +17,7 @@ import torch
 from zoo.base import DataError, NeedsHistory
 from zoo.datasets import Split
 
+from . import distributed
 from .backtest import ModelForecaster, WindowStore, backtest
 from .fit import FitConfig, History, fit
 from .forecast_calibration import SpreadCalibration, fit_spread, spread_scores, widen_only
@@ -383,6 +384,7 @@ def forecast_run(
     calibrate: bool = True,
     calibration_points: int = CALIBRATION_POINTS,
     fit_kwargs: dict[str, Any] | None = None,
+    dist=None,
 ) -> dict[str, Any]:
     """Trains on all but the last ``data.horizon`` steps, scores that holdout, backtests.
 
@@ -404,6 +406,12 @@ def forecast_run(
     ``fit_kwargs`` go to :func:`fit` for the holdout fit only (``checkpoint``, ``resume``,
     ``should_stop``, ``on_epoch``, ...; the backtest refits are not checkpointed mid-fit); when
     ``should_stop`` stops it, nothing is scored and the metrics are ``stopped="interrupted"``.
+
+    Under torchrun (``dist``, by default :func:`inference.distributed.context`) the holdout
+    fit is data-parallel over the ranks; then the process group ends, the other ranks return
+    ``{"stopped": ..., "rank": r}`` having written nothing, and rank 0 alone scores, calibrates
+    and backtests, on one process (the calibration's second model and the backtest's refits
+    are fitted on rank 0's device).
     """
     from pathlib import Path
 
@@ -419,14 +427,21 @@ def forecast_run(
         raise DataError(
             f"{e}; the held-out horizon {data.horizon} leaves {len(history)} of {len(data)} steps"
         ) from None
+    ctx = distributed.context(fit_config.device) if dist is None else dist
     hist = fit_on_history(
         model,
         history,
         fit_config,
         on_improve=checkpoint,
         val_horizon=data.horizon,
+        dist=ctx,
         **(fit_kwargs or {}),
     )
+    if ctx.enabled:  # what follows is rank 0's alone: no collectives, so the group can end
+        distributed.shutdown()
+        if not ctx.is_rank0:
+            return {"stopped": hist.stopped, "rank": ctx.rank}
+    local = distributed.DistContext(device=ctx.device)  # every later fit: one process
     if hist.stopped == "interrupted":  # resumable from fit's checkpoint; nothing to score yet
         return {"stopped": "interrupted", "epochs_run": len(hist.rows),
                 "best_epoch": hist.best_epoch, "train_seconds": hist.seconds}  # fmt: skip
@@ -440,7 +455,7 @@ def forecast_run(
             from .fit import seed_everything
 
             seed_everything((fit_config.seed or 0) + 1000)  # as ensemble member 1 would be
-            return build(history), {"config": fit_config}
+            return build(history), {"config": fit_config, "dist": local}
 
         spread = calibrate_on_history(
             [model], history, num_samples=num_samples, val_horizon=data.horizon,
@@ -465,6 +480,7 @@ def forecast_run(
                 config=fit_config,
                 val_horizon=data.horizon,
                 calibration_points=calibration_points,
+                dist=local,
             )  # fmt: skip
         }
         forecasters.update({n: f() for n, f in baselines(baseline_names).items()})

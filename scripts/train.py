@@ -321,7 +321,7 @@ def run(args, stop: StopSignals) -> int:
         )
         if series:
             return train_series(
-                args, name, model, data, run_dir, fit_cfg, overrides, extra, hooks, stop
+                args, name, model, data, run_dir, fit_cfg, overrides, extra, hooks, stop, ctx
             )
         history = fit(model, data.train, data.val, fit_cfg, **hooks, dist=ctx)
     except TrainingDiverged as e:
@@ -409,7 +409,9 @@ def parse_values(items: dict[str, str]) -> dict:
     return out
 
 
-def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, hooks, stop) -> int:
+def train_series(
+    args, name, model, data, run_dir, fit_cfg, overrides, extra, hooks, stop, ctx
+) -> int:
     """Series data: fit on the history, score the held-out horizon, backtest against baselines.
 
     The holdout fit takes every run's ``hooks``: it is checkpointed, stops at the end of a step
@@ -417,7 +419,8 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
     stops the run at once; ``--resume`` skips the finished fit (its best weights and RNG states
     come back from ``train_state.pt``, nothing is retrained), scores the holdout again, reads the
     backtest windows that had finished back from ``backtest.pt`` and refits only the others, and
-    ends where the uninterrupted run would.
+    ends where the uninterrupted run would. Under torchrun the holdout fit is data-parallel
+    and rank 0 alone does the rest (:func:`inference.forecasting.forecast_run`).
     """
     if not isinstance(model, SupportsForecast):
         fail(f"model {name!r} does not forecast series (no SupportsForecast hooks)")
@@ -450,7 +453,10 @@ def train_series(args, name, model, data, run_dir, fit_cfg, overrides, extra, ho
             calibrate=args.interval_calibration,
             calibration_points=args.calibration_points,
             fit_kwargs={**hooks, "checkpoint": checkpoint},
+            dist=ctx,
         )
+        if not ctx.is_rank0:  # its part, the holdout fit, is done; rank 0 writes everything
+            return stop.exit_code if metrics["stopped"] == "interrupted" and stop.signum else 0
         if metrics["stopped"] == "interrupted":
             s = load_training_state(run_dir)
             return interrupted(run_dir, stop, s["rows"], s["best_epoch"], s["seconds"])

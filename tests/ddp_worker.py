@@ -9,7 +9,8 @@ python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py train OUT
     OUT/weights-RANK.pt; FAULT ``raise:K`` makes rank 1's K-th training step raise (and record
     the time it did in OUT/fault-time), ``none`` does nothing.
     ARGS may hold several runs separated by ``::``, trained one after the other in one job;
-    run K > 0 saves OUT/weights-RANK-runK.pt. Each rank writes its exit code to OUT/exit-RANK.
+    run K > 0 saves OUT/weights-RANK-runK.pt (a series run: its first fit's, the holdout's).
+    Each rank writes its exit code to OUT/exit-RANK.
 python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py step+train OUT none ARGS...
     both in one job (one start of the processes is most of a test's time on 2 cores).
 """
@@ -145,6 +146,16 @@ def main_train(out: Path, fault: str, argv: list[str]) -> None:
         return history
 
     train.fit = spy_fit
+    import inference.forecasting as forecasting
+
+    def spy_forecast_fit(model, *args, **kwargs):  # a series run's first fit: the holdout's
+        history = fit(model, *args, **kwargs)
+        path = out / f"weights-{rank}-run{current[0]}.pt"
+        if not path.exists():
+            torch.save(model.state_dict(), path)
+        return history
+
+    forecasting.fit = spy_forecast_fit
     # one process group for all the runs: the worker ends it (a group started anew after
     # destroy_process_group on torchrun's store would wait for stale keys)
     train.distributed.shutdown = lambda: None

@@ -44,12 +44,18 @@ def torchrun(*args: str, cwd: Path, timeout: float = 240) -> subprocess.Complete
     )
 
 
+#: a forecasting run (holdout fit, calibration with a second model, a backtest window)
+SERIES = ["--model", "forecast", "--dataset", "airpassengers", "--epochs", "2", "--quiet",
+          "--num-samples", "40", "--set", "hidden=8", "layers=1", "--backtest-windows", "1",
+          "--baselines", "seasonal_naive"]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def job(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One torchrun job: a DDP step per model, then ``scripts/train.py`` (mdn, 2 epochs)."""
     out = tmp_path_factory.mktemp("ddp")
     args = ["--model", "mdn", "--epochs", "2", "--quiet", "--num-samples", "40", "--seed", "3"]
-    args += ["--set", "hidden=8"]
+    args += ["--set", "hidden=8", "::", *SERIES, "--out", "series"]
     r = torchrun(WORKER, "step+train", out, "none", *args, cwd=out)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
@@ -89,7 +95,7 @@ def test_one_ddp_step_equals_one_step_on_the_concatenated_batch(job):
 
 def test_torchrun_train_writes_one_run_folder_with_the_ranks_common_weights(job):
     tmp_path, r = job
-    assert r.stdout.count("run folder:") == 1  # rank 0 alone prints
+    assert r.stdout.count("run folder: runs/mdn-") == 1  # rank 0 alone prints
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs
     w0, w1 = (torch.load(tmp_path / f"weights-{i}.pt") for i in range(2))
@@ -115,6 +121,28 @@ def test_torchrun_train_writes_one_run_folder_with_the_ranks_common_weights(job)
         assert metrics[k] == pytest.approx(again[k], rel=1e-6), k
     history = (runs[0] / "history.csv").read_text().splitlines()
     assert len(history) == 3  # header and two epochs, written once
+
+
+def test_torchrun_series_run_fits_data_parallel_and_rank_0_alone_scores_and_writes(job):
+    tmp_path, r = job
+    assert r.stdout.count("run folder:") == 2  # the mdn run's and this one's, rank 0's alone
+    assert r.stdout.count("forecast on airpassengers") == 1
+    assert r.stdout.count("rolling-origin backtest") == 1
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()].count("series") == 1
+    run = tmp_path / "series"
+    # the holdout fit ran on both ranks, in step: the same weights, which the run saved
+    w0, w1 = (torch.load(tmp_path / f"weights-{i}-run1.pt") for i in range(2))
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0)
+    for k, v in zoo.load(run).state_dict().items():
+        torch.testing.assert_close(v, w0[k], rtol=0, atol=0)
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["stopped"] == "completed"
+    assert len((run / "history.csv").read_text().splitlines()) == 3  # two epochs, once
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stopped"] == "completed" and metrics["calibration"]["points"] > 0
+    assert set(metrics["backtest"]) == {"num_windows", "model", "seasonal_naive"}
+    assert [(tmp_path / f"exit-{i}").read_text() for i in range(2)] == ["0", "0"]
 
 
 def test_a_rank_that_raises_ends_the_job_in_seconds_and_keeps_the_checkpoint(tmp_path):
