@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from zoo.base import DataError, NeedsHistory
+from zoo.base import DataError, NeedsHistory, ZooModel
 from zoo.datasets import Split
 
 from . import distributed
@@ -492,7 +492,8 @@ def forecast_run(
         backtest_windows = max(1, min(backtest_windows, fits))
         # what makes the model's row what it is: a saved window is reused under the same only
         cfg = dataclasses.replace(fit_config, quiet=True)  # quiet changes nothing computed
-        tag = _options_tag(getattr(model, "config", None), cfg, calibrate, calibration_points)
+        spec = model.config_dict() if isinstance(model, ZooModel) else type(model).__qualname__
+        tag = _options_tag(spec, cfg, calibrate, calibration_points)
         results = run_backtests(
             data, forecasters, num_windows=backtest_windows, num_samples=num_samples,
             seed=seed, min_train=min_train, store=WindowStore(run_dir / BACKTEST_FILE),
