@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from zoo.base import SupportsForecast
-from zoo.io import CheckpointError, _atomic
+from zoo.io import CheckpointError, _atomic, load_failure
 
 from .metrics.forecast import forecast_metrics, seasonal_scale
 
@@ -118,16 +118,22 @@ class WindowStore:
                 saved = torch.load(self.path, map_location="cpu", weights_only=True)
             except Exception as e:  # written atomically, so only a foreign file gets here
                 raise CheckpointError(
-                    f"{self.path} cannot be read ({type(e).__name__}: {e}); delete it to redo the"
+                    f"{self.path} cannot be read ({load_failure(e)}); delete it to redo the"
                     " backtest"
                 ) from None
-            if not isinstance(saved, dict) or saved.get("format") != self.FORMAT:
-                raise CheckpointError(f"{self.path} is not a pyro-zoo backtest store; delete it")
+            if not _is_store(saved, self.FORMAT):
+                raise CheckpointError(
+                    f"{self.path} is not a pyro-zoo backtest store; delete it to redo the backtest"
+                )
             self.windows = saved["windows"]
 
     def view(self, name: str, tag: str = "") -> _StoreView:
         """The store of one forecaster, as :func:`backtest`'s ``store`` takes it."""
         return _StoreView(self, name, tag)
+
+    def count(self) -> dict[str, int]:
+        """Finished windows per forecaster."""
+        return {name: len(w) for name, w in self.windows.items()}
 
     def get(self, name: str, key: dict) -> tuple[dict, Tensor] | None:
         entry = self.windows.get(name, {}).get(_key_id(key))
@@ -143,6 +149,22 @@ class WindowStore:
         _atomic(self.path, lambda f: torch.save(blob, f))
 
 
+def _is_store(saved: Any, fmt: str) -> bool:
+    if not isinstance(saved, dict) or saved.get("format") != fmt:
+        return False
+    windows = saved.get("windows")
+    if not isinstance(windows, dict):
+        return False
+    entries = [e for w in windows.values() if isinstance(w, dict) for e in w.values()]
+    return all(isinstance(w, dict) for w in windows.values()) and all(
+        isinstance(e, dict)
+        and isinstance(e.get("key"), dict)
+        and isinstance(e.get("window"), dict)
+        and torch.is_tensor(e.get("paths"))
+        for e in entries
+    )
+
+
 def _key_id(key: dict) -> str:
     return f"{key['t0']}:{key['t1']}:{key['t2']}"
 
@@ -153,13 +175,16 @@ class _StoreView:
     name: str
     tag: str
 
-    def key(self, data, t0: int, t1: int, t2: int, seed: int, num_samples: int) -> dict:
+    def key(self, data, t0: int, t1: int, t2: int, seed: int, num_samples: int, **more) -> dict:
+        """What a window's result depends on: a saved one is reused only if all of it agrees."""
         h = hashlib.sha256()
         for t in (data.values, data.covariates):
             if t is not None:  # what the window saw: its history, its truth, its covariates
                 h.update(t[:, :t2].detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
         return {"t0": t0, "t1": t1, "t2": t2, "seed": seed, "num_samples": num_samples,
-                "data": h.hexdigest(), "tag": self.tag}  # fmt: skip
+                "period": int(data.period), "data": h.hexdigest(), "tag": self.tag,
+                "versions": f"torch {torch.__version__}, pyro {pyro.__version__}",
+                **more}  # fmt: skip
 
 
 def _threshold(history: Tensor, period: int) -> Tensor:
@@ -230,8 +255,11 @@ def backtest(
         truth = data.values[:, t1:t2]
         scale = seasonal_scale(history.values, data.period)
         thr = None if threshold is None else threshold(history.values, data.period)
-        key = None if store is None or not refit else store.key(data, t0, t1, t2, seed + k,
-                                                                 num_samples)  # fmt: skip
+        key = None
+        if store is not None and refit:
+            thr_name = None if threshold is None else getattr(threshold, "__qualname__", "?")
+            key = store.key(data, t0, t1, t2, seed + k, num_samples, level=level,
+                            threshold=thr_name)  # fmt: skip
         done = None if key is None else store.store.get(store.name, key)
         if done is not None:  # every window is seeded on its own: the later ones are unchanged
             window, paths = done

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.io import CheckpointError, _atomic
+from zoo.io import CheckpointError, _atomic, load_failure
 
 __all__ = [
     "STATE_FILE",
@@ -134,7 +134,7 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle errors, ...
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path} cannot be read ({load_failure(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro-zoo training state ({FORMAT})")
     return state

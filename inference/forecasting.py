@@ -402,7 +402,8 @@ def forecast_run(
     alone (cross-fitting, :func:`calibrate_on_history`).
     Each finished backtest window (every forecaster's) is saved in ``run_dir/backtest.pt``
     (:class:`WindowStore`) and read back, not refitted, when the same window is asked for
-    again: a run stopped in its backtest redoes only the window it was in.
+    again: a run stopped in its backtest redoes only the window it was in. The caller removes
+    the file once the run's metrics are written (``scripts/train.py`` does).
     ``fit_kwargs`` go to :func:`fit` for the holdout fit only (``checkpoint``, ``resume``,
     ``should_stop``, ``on_epoch``, ...; the backtest refits are not checkpointed mid-fit); when
     ``should_stop`` stops it, nothing is scored and the metrics are ``stopped="interrupted"``.
@@ -414,6 +415,8 @@ def forecast_run(
     are fitted on rank 0's device).
     """
     from pathlib import Path
+
+    from zoo.io import atomic_write_text
 
     from .cli import write_history
     from .forecast_summary import fan_chart, summarize_paths
@@ -493,7 +496,7 @@ def forecast_run(
         # what makes the model's row what it is: a saved window is reused under the same only
         cfg = dataclasses.replace(fit_config, quiet=True)  # quiet changes nothing computed
         spec = model.config_dict() if isinstance(model, ZooModel) else type(model).__qualname__
-        tag = _options_tag(spec, cfg, calibrate, calibration_points)
+        tag = _options_tag(spec, cfg, str(local.device), calibrate, calibration_points)
         results = run_backtests(
             data, forecasters, num_windows=backtest_windows, num_samples=num_samples,
             seed=seed, min_train=min_train, store=WindowStore(run_dir / BACKTEST_FILE),
@@ -504,6 +507,6 @@ def forecast_run(
             **{k: {"overall": r.overall, "per_horizon": r.per_horizon} for k, r in results.items()},
         }
         table = baseline_table(results)
-        (run_dir / "baselines.md").write_text(table + "\n")
+        atomic_write_text(run_dir / "baselines.md", table + "\n")
         metrics["baseline_table"] = table
     return metrics

@@ -16,6 +16,9 @@ __all__ = [
     "create_run_dir",
     "discard_unless_checkpointed",
     "finished",
+    "lock_run_dir",
+    "release_run_dirs",
+    "stale_temp_files",
 ]
 
 #: What a run writes; ``--overwrite`` removes these (and the PNG plots), nothing else.
@@ -27,13 +30,57 @@ RUN_FILES = (
     "metrics_eval.json",
     "history.csv",
     "backtest.pt",
+    "baselines.md",
 )
 
 
 def _run_files(run_dir: Path) -> list[Path]:
     return [run_dir / f for f in RUN_FILES if (run_dir / f).exists()] + sorted(
         run_dir.glob("*.png")
-    )
+    ) + stale_temp_files(run_dir)  # fmt: skip
+
+
+def stale_temp_files(run_dir: Path) -> list[Path]:
+    """Temp files of the atomic writes (``.NAME.*.tmp``) that a SIGKILL left mid-write."""
+    names = (*RUN_FILES, "*.png")
+    return sorted({p for n in names for p in Path(run_dir).glob(f".{n}.*.tmp")})
+
+
+#: run folders this process holds (their descriptors keep the locks)
+_HELD: dict[Path, int] = {}
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Takes the run folder for this process, or refuses in one line when another process
+    (a run, a ``--resume`` or an ``--overwrite`` of it) holds it.
+
+    An advisory ``flock`` on the folder itself: the kernel drops it when the holder exits,
+    however it exits (SIGKILL included), so no stale lock is ever left behind. Held until the
+    process ends. Where ``fcntl`` is missing (Windows) it does nothing.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _HELD:
+        return
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(
+            f"{run_dir} is in use by another process (a run or --resume of it is still going);"
+            " wait for it to end, or pass another --out"
+        ) from None
+    _HELD[run_dir] = fd
+
+
+def release_run_dirs() -> None:
+    """Lets go of every run folder this process holds (at the end of a run)."""
+    while _HELD:
+        os.close(_HELD.popitem()[1])  # closing the descriptor drops its flock
 
 
 def finished(run_dir: Path) -> bool:
@@ -61,6 +108,7 @@ def create_run_dir(out: str | None, default: str, overwrite: bool = False) -> tu
             path = base if i == 1 else base.with_name(f"{base.name}-{i}")
             try:
                 path.mkdir()
+                lock_run_dir(path)
                 return path, True
             except FileExistsError:
                 continue
@@ -69,6 +117,7 @@ def create_run_dir(out: str | None, default: str, overwrite: bool = False) -> tu
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a folder; name a folder")
     if path.is_dir():
+        lock_run_dir(path)  # before anything is removed: another process may be writing it
         files = _run_files(path)
         if files and not overwrite:
             # --resume only where there is something to resume (a run killed before its first
@@ -83,6 +132,7 @@ def create_run_dir(out: str | None, default: str, overwrite: bool = False) -> tu
             f.unlink()
         return path, False
     path.mkdir(parents=True)
+    lock_run_dir(path)
     return path, True
 
 

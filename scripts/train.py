@@ -36,7 +36,15 @@ from inference.forecasting import (  # noqa: E402
     baselines,
     forecast_run,
 )
-from inference.runs import HistoryWriter, create_run_dir, discard_unless_checkpointed, finished  # noqa: E402
+from inference.runs import (  # noqa: E402
+    HistoryWriter,
+    create_run_dir,
+    discard_unless_checkpointed,
+    finished,
+    lock_run_dir,
+    release_run_dirs,
+    stale_temp_files,
+)
 from inference.signals import StopSignals  # noqa: E402
 from zoo.base import SupportsForecast  # noqa: E402
 
@@ -227,6 +235,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, stop: StopSignals) -> int:
+    """One training run from parsed arguments; the run folder is this process's until it ends."""
+    try:
+        return _run(args, stop)
+    finally:
+        release_run_dirs()  # the run folder's lock (lock_run_dir)
+
+
+def _run(args, stop: StopSignals) -> int:
     if args.num_samples is not None and args.num_samples < 40:
         fail("--num-samples must be at least 40 (the 95% interval needs 2 / (1 - 0.95) draws)")
     if args.calibration_points is not None and args.calibration_points < 0:
@@ -289,6 +305,8 @@ def run(args, stop: StopSignals) -> int:
 
     if state is not None or not ctx.is_rank0:  # the other ranks write nothing
         run_dir, created = Path(args.resume or args.out or "runs"), False
+        if state is not None and ctx.is_rank0:  # one process at a time resumes a folder
+            lock_run_dir(run_dir if run_dir.is_dir() else run_dir.parent)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         default = f"runs/{name}-{dataset_name}-{stamp}"
@@ -465,15 +483,19 @@ def train_series(
         zoo.save(model, run_dir, extra={**extra, "epoch": metrics["best_epoch"], **spread})
         table = metrics.pop("baseline_table", None)
         write_json(run_dir / "metrics.json", metrics)
+        # finished: the backtest's saved windows (and any temp file a kill left) are not needed
+        for f in [run_dir / BACKTEST_FILE, *stale_temp_files(run_dir)]:
+            f.unlink(missing_ok=True)
     except KeyboardInterrupt:
         if not fit_ended or stop.signum is None:  # inside the fit: as for every run
             raise
         s = load_training_state(run_dir)
         last = s["rows"][-1]["epoch"] if s["rows"] else 0
-        done = sum(len(w) for w in WindowStore(run_dir / BACKTEST_FILE).windows.values())
+        done = WindowStore(run_dir / BACKTEST_FILE).count()
+        kept = ", ".join(f"{n} {k}" for n, k in done.items()) or "none"
         when = (
-            f"after the fit had ended (epoch {last}), in its scores or backtest"
-            f" ({done} backtest window(s) kept)"
+            f"after the fit had ended (epoch {last}), in its scores or backtest (finished"
+            f" backtest windows kept: {kept})"
         )
         return interrupted(run_dir, stop, s["rows"], s["best_epoch"], s["seconds"], when)
     print(f"{name} on {data.name}: {summary_line(metrics)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -118,9 +119,24 @@ def test_a_window_store_that_is_not_one_is_refused_in_one_line(tmp_path):
     (tmp_path / "torn.pt").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(CheckpointError, match=r"cannot be read .*delete it to redo the backtest"):
         WindowStore(tmp_path / "torn.pt")
-    torch.save({"format": "something else"}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="is not a pyro-zoo backtest store; delete it"):
-        WindowStore(tmp_path / "other.pt")
+    fmt = WindowStore.FORMAT
+    for i, blob in enumerate([
+        {"format": "something else"},
+        {"format": fmt},  # the right format string, the wrong contents
+        {"format": fmt, "windows": {"model": [1, 2]}},
+        {"format": fmt, "windows": {"model": {"0:1:2": {"key": {}, "window": {}, "paths": 3}}}},
+    ]):  # fmt: skip
+        torch.save(blob, tmp_path / f"other{i}.pt")
+        with pytest.raises(CheckpointError, match="is not a pyro-zoo backtest store; delete it"):
+            WindowStore(tmp_path / f"other{i}.pt")
+    # a type weights_only refuses: torch's message runs to a page; the line names the cause
+    torch.save({"format": fmt, "windows": {"m": {"k": Path("x")}}}, tmp_path / "pickle.pt")
+    with pytest.raises(CheckpointError) as e:
+        WindowStore(tmp_path / "pickle.pt")
+    text = str(e.value)
+    assert "\n" not in text and "\x1b" not in text and len(text) < 320, text
+    assert text.startswith(f"{tmp_path / 'pickle.pt'} cannot be read (UnpicklingError: ")
+    assert text.endswith("delete it to redo the backtest")
 
 
 def test_a_forecaster_returning_the_wrong_shape_is_named():

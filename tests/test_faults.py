@@ -108,6 +108,34 @@ def test_two_runs_in_one_second_get_two_folders_and_out_is_never_overwritten(tmp
         assert (out / f).stat().st_mode & 0o777 == 0o666 & ~mask, f
 
 
+def test_a_run_folder_in_use_is_refused_to_another_process_until_its_holder_ends(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--model", "mse", "--epochs", "3", "--out", out, *FAST, "--batch-size", "100"]
+    assert cli_stopped(args, SignalAt(2), capsys)[0] == 130  # a run to resume
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    holder = subprocess.Popen(  # another process resuming it, say
+        [sys.executable, "-c", "import sys, time; from inference.runs import lock_run_dir;"
+         f" lock_run_dir({str(out)!r}); print('held', flush=True); time.sleep(120)"],
+        env=ENV, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for argv in (["--resume", out], [*args, "--overwrite"]):
+            code, _, err = cli(argv, capsys)
+            line = one_line(err)
+            assert code == 2 and "is in use by another process" in line, line
+            assert "wait for it to end, or pass another --out" in line
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its lock with it
+        holder.wait()
+        holder.stdout.close()
+    code, _, _ = cli(["--resume", out], capsys)
+    assert code == 0 and json.loads((out / "metrics.json").read_text())["stopped"] == "completed"
+    code, _, _ = cli([*args, "--overwrite"], capsys)  # this process let go at its run's end
+    assert code == 0
+
+
 BAD_BEFORE_TRAINING = [
     (["--lr", "inf"], 2, "FitConfig.lr must be a finite number > 0"),
     (["--patience", "-1"], 2, "FitConfig.patience must be >= 1"),
@@ -466,7 +494,7 @@ def test_series_run_stopped_in_its_backtest_refits_only_the_unfinished_windows(
     with train.StopSignals() as stop:
         code, _, err = cli_stopped([*SERIES, "--out", out], stop, capsys)
     line = one_line(err)
-    assert code == 130 and "(1 backtest window(s) kept); resume with:" in line, line
+    assert code == 130 and "(finished backtest windows kept: model 1); resume with:" in line
     monkeypatch.setattr(forecast_baselines.SeasonalNaive, "fit", real)
     refits = []
     real_refit = forecasting.EarlyStoppingForecaster.fit
@@ -476,9 +504,13 @@ def test_series_run_stopped_in_its_backtest_refits_only_the_unfinished_windows(
         return real_refit(self, history)
 
     monkeypatch.setattr(forecasting.EarlyStoppingForecaster, "fit", counted)
+    torn = out / ".backtest.pt.x1y2.tmp"  # what a SIGKILL inside a write leaves
+    torn.write_bytes(b"half a file")
     code, _, _ = cli(["--resume", out], capsys)
     assert code == 0 and refits == []  # the model's backtest window was read back
     same_run(out, straight_series)
+    # a finished run keeps its scores, not the saved windows or what a kill left
+    assert not (out / "backtest.pt").exists() and not torn.exists()
     # the store is a run file: --overwrite clears it, so a new run refits every window
     code, _, _ = cli([*SERIES, "--out", out, "--overwrite"], capsys)
     assert code == 0 and len(refits) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,16 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def load_failure(e: BaseException, limit: int = 160) -> str:
+    """``Type: message`` of an error reading a file, cut to its first line (torch's pickle
+    errors run to a page, with terminal escapes): for a one-line error message."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > limit:
+        first = first[: limit - 3].rstrip() + "..."
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _atomic(path: Path, write) -> None:
@@ -161,7 +172,7 @@ def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> Any:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle errors, ...
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path} cannot be read ({load_failure(e)})") from None
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         state, saved = payload["state_dict"], payload["meta"]
         diff = _differences(meta, saved, ("model", "likelihood", "config", "fingerprint"))
