@@ -21,13 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
+
 import inference.distributed as distributed  # noqa: E402
 import zoo  # noqa: E402
 from inference import FitConfig, TrainingDiverged, evaluate, fit, seed_everything, write_plots  # noqa: E402
 from inference.backtest import WindowStore  # noqa: E402
 from inference.calibrate import before_after, check_temperature_model, fit_temperature  # noqa: E402
 from inference.checkpoint import load_training_state, save_training_state  # noqa: E402
-from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
+from inference.cli import USER_ERRORS, Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from inference.fit import fit_config  # noqa: E402
 from inference.forecasting import (  # noqa: E402
     BACKTEST_FILE,
@@ -254,6 +256,8 @@ def _run(args, stop: StopSignals) -> int:
     if args.resume:
         if args.out or args.overwrite:
             fail("--resume continues in its own folder; drop --out / --overwrite")
+        if Path(args.resume).is_file():  # its train_state.pt named: the run is its folder
+            args.resume = str(Path(args.resume).parent)
         state, run = resumed_plan(args)
         name, dataset_name = state["model_meta"]["model"], run["dataset"]
         data_seed, loader_kwargs = run["data_seed"], run["data_kwargs"]
@@ -303,14 +307,23 @@ def _run(args, stop: StopSignals) -> int:
         print(hint, file=sys.stderr)
     ctx = distributed.context(args.device)  # under torchrun: starts the process group
 
-    if state is not None or not ctx.is_rank0:  # the other ranks write nothing
-        run_dir, created = Path(args.resume or args.out or "runs"), False
-        if state is not None and ctx.is_rank0:  # one process at a time resumes a folder
-            lock_run_dir(run_dir if run_dir.is_dir() else run_dir.parent)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        default = f"runs/{name}-{dataset_name}-{stamp}"
-        run_dir, created = create_run_dir(args.out, default, args.overwrite)
+    refused = None  # rank 0 alone takes the folder; under torchrun the others must hear of it
+    try:
+        if state is not None or not ctx.is_rank0:  # the other ranks write nothing
+            run_dir, created = Path(args.resume or args.out or "runs"), False
+            if state is not None and ctx.is_rank0:  # one process at a time resumes a folder
+                lock_run_dir(run_dir)
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            default = f"runs/{name}-{dataset_name}-{stamp}"
+            run_dir, created = create_run_dir(args.out, default, args.overwrite)
+    except USER_ERRORS as e:
+        refused = e
+    if ctx.enabled and ctx.all_sum(torch.tensor([float(refused is not None)]))[0] > 0:
+        if refused is None:  # rank 0 says why, in one line; here nothing more to say
+            raise SystemExit(2)
+    if refused is not None:
+        raise refused
     extra = {
         "dataset": dataset_name,
         "data_seed": data_seed,

@@ -162,6 +162,23 @@ def test_a_rank_that_raises_ends_the_job_in_seconds_and_keeps_the_checkpoint(tmp
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_a_run_folder_rank_0_cannot_take_ends_every_rank_with_its_one_line(tmp_path):
+    from inference.runs import lock_run_dir, release_run_dirs
+
+    held = tmp_path / "held"
+    held.mkdir()
+    lock_run_dir(held)  # another process's run, as far as the job can tell
+    try:
+        args = ["--model", "mdn", "--epochs", "2", "--quiet", "--set", "hidden=8", "--out", held]
+        r = torchrun(ROOT / "scripts" / "train.py", *args, cwd=tmp_path, timeout=120)
+    finally:
+        release_run_dirs()
+    assert r.returncode != 0 and list(held.iterdir()) == []
+    assert r.stderr.count(f"error: {held} is in use by another process") == 1, r.stderr[-3000:]
+    # rank 1 learns it from rank 0 and exits 2 quietly, not from a closed connection
+    assert "Connection closed" not in r.stderr and "exitcode: 2" in r.stderr, r.stderr[-3000:]
+
+
 def test_one_process_without_torchrun_is_not_distributed(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)

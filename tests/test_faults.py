@@ -130,7 +130,7 @@ def test_a_run_folder_in_use_is_refused_to_another_process_until_its_holder_ends
         holder.kill()  # SIGKILL: the kernel drops its lock with it
         holder.wait()
         holder.stdout.close()
-    code, _, _ = cli(["--resume", out], capsys)
+    code, _, _ = cli(["--resume", out / "train_state.pt"], capsys)  # the file names its run
     assert code == 0 and json.loads((out / "metrics.json").read_text())["stopped"] == "completed"
     code, _, _ = cli([*args, "--overwrite"], capsys)  # this process let go at its run's end
     assert code == 0
