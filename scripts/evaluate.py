@@ -15,10 +15,18 @@ from inference import evaluate, resolve_device, seed_everything, write_plots  # 
 from inference.cli import Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from inference.forecast_summary import fan_chart, summarize_paths  # noqa: E402
 from inference.forecasting import SpreadCalibration, holdout, holdout_scores  # noqa: E402
+from inference.runs import lock_run_dir, release_run_dirs  # noqa: E402
 from zoo.io import read_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        release_run_dirs()
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = Parser(description="Recompute a run's test metrics and plots from its checkpoint.")
     p.add_argument("run_dir")
     p.add_argument("--device", default="auto")
@@ -38,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out or args.run_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() == Path(args.run_dir).resolve():
+        # its plots and metrics_eval.json go into the run folder: not while a run writes there
+        # (--out elsewhere scores a live run's best checkpoint)
+        lock_run_dir(out)
     seed_everything(args.seed)  # the same command gives the same scores
     if isinstance(data, zoo.datasets.SeriesData):  # the held-out horizon of every series
         history, future = holdout(data)

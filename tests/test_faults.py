@@ -8,6 +8,7 @@ paying for a fresh interpreter each time; one SIGTERM case runs the script as a 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import json
@@ -108,30 +109,46 @@ def test_two_runs_in_one_second_get_two_folders_and_out_is_never_overwritten(tmp
         assert (out / f).stat().st_mode & 0o777 == 0o666 & ~mask, f
 
 
+@contextlib.contextmanager
+def held_by_another_process(path: Path):
+    """Another process holds the run folder (as a run or --resume of it would), until SIGKILL."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from inference.runs import lock_run_dir;"
+         f" lock_run_dir({str(path)!r}); print('held', flush=True); time.sleep(120)"],
+        env=ENV, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its lock with it
+        holder.wait()
+        holder.stdout.close()
+
+
 def test_a_run_folder_in_use_is_refused_to_another_process_until_its_holder_ends(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--model", "mse", "--epochs", "3", "--out", out, *FAST, "--batch-size", "100"]
     assert cli_stopped(args, SignalAt(2), capsys)[0] == 130  # a run to resume
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    holder = subprocess.Popen(  # another process resuming it, say
-        [sys.executable, "-c", "import sys, time; from inference.runs import lock_run_dir;"
-         f" lock_run_dir({str(out)!r}); print('held', flush=True); time.sleep(120)"],
-        env=ENV, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(out):
         for argv in (["--resume", out], [*args, "--overwrite"]):
             code, _, err = cli(argv, capsys)
             line = one_line(err)
             assert code == 2 and "is in use by another process" in line, line
             assert "wait for it to end, or pass another --out" in line
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
-    finally:
-        holder.kill()  # SIGKILL: the kernel drops its lock with it
-        holder.wait()
-        holder.stdout.close()
     code, _, _ = cli(["--resume", out / "train_state.pt"], capsys)  # the file names its run
     assert code == 0 and json.loads((out / "metrics.json").read_text())["stopped"] == "completed"
+    # evaluate.py writes into the run folder by default: not while another process does
+    with held_by_another_process(out):
+        with pytest.raises(SystemExit) as e:
+            run_cli(lambda: evaluate_script.main([str(out), "--num-samples", "40"]))
+        assert e.value.code == 2 and "is in use by another process" in capsys.readouterr().err
+        assert not (out / "metrics_eval.json").exists()
+        with pytest.raises(SystemExit) as e:  # elsewhere it scores the current checkpoint
+            run_cli(lambda: evaluate_script.main([str(out), "--out", str(tmp_path / "ev")]))
+        assert e.value.code == 0 and (tmp_path / "ev" / "metrics_eval.json").exists()
     code, _, _ = cli([*args, "--overwrite"], capsys)  # this process let go at its run's end
     assert code == 0
 
