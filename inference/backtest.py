@@ -8,6 +8,7 @@ num_samples, future_covariates=None) -> [S, N, H]`` (the :class:`Forecaster` pro
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,79 +95,80 @@ class Backtest:
 
 
 class WindowStore:
-    """Finished backtest windows (scores and paths) in one file, so a stopped backtest redoes
-    only the window it was in.
+    """Finished backtest windows (scores and paths), one file each in a folder, so a stopped
+    backtest redoes only the window it was in.
 
-    The file is rewritten atomically (temp file + rename) after every window, so a kill at any
-    moment leaves the windows finished before it. Each window is kept under the forecaster's
-    name with a key (its origins, seed, number of paths, a checksum of the data it saw and the
-    caller's ``tag``, e.g. the forecaster's options); a window is reused only where every part
-    of the key matches, so a store from other data or options is recomputed, never mixed in.
+    Each window is written atomically (temp file + rename) as it ends, so a kill at any moment
+    leaves the windows finished before it, and each write is one window's (a backtest's
+    writes grow with its windows, not with their square). A window is kept under the
+    forecaster's name with a key (its origins, seed, number of paths, a checksum of the data
+    it saw and the caller's ``tag``, e.g. the forecaster's options); it is reused only where
+    every part of the key matches, so a store from other data or options is recomputed, never
+    mixed in.
 
     Example:
-        >>> store = WindowStore(run_dir / "backtest.pt")
+        >>> store = WindowStore(run_dir / "backtest")
         >>> backtest(data, forecaster, num_windows=3, store=store.view("model", tag=options))
     """
 
-    FORMAT = "pyro-zoo-backtest/1"
+    FORMAT = "pyro-zoo-backtest/2"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.windows: dict[str, dict[str, dict]] = {}
-        if self.path.exists():
-            try:
-                saved = torch.load(self.path, map_location="cpu", weights_only=True)
-            except Exception as e:  # written atomically, so only a foreign file gets here
-                raise CheckpointError(
-                    f"{self.path} cannot be read ({load_failure(e)}); delete it to redo the"
-                    " backtest"
-                ) from None
-            if not _is_store(saved, self.FORMAT):
-                raise CheckpointError(
-                    f"{self.path} is not a pyro-zoo backtest store; delete it to redo the backtest"
-                )
-            self.windows = saved["windows"]
+        if self.path.exists() and not self.path.is_dir():
+            raise CheckpointError(
+                f"{self.path} is a file, not a backtest store (a folder); delete it to redo the"
+                " backtest"
+            )
 
     def view(self, name: str, tag: str = "") -> _StoreView:
         """The store of one forecaster, as :func:`backtest`'s ``store`` takes it."""
         return _StoreView(self, name, tag)
 
+    def _file(self, name: str, key: dict) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        return self.path / f"{safe}@{key['t0']}-{key['t1']}-{key['t2']}.pt"
+
     def count(self) -> dict[str, int]:
-        """Finished windows per forecaster."""
-        return {name: len(w) for name, w in self.windows.items()}
+        """Finished windows per forecaster (its name as the file names spell it)."""
+        out: dict[str, int] = {}
+        for f in sorted(self.path.glob("*@*.pt")) if self.path.is_dir() else []:
+            name = f.name.rpartition("@")[0]
+            out[name] = out.get(name, 0) + 1
+        return out
 
     def get(self, name: str, key: dict) -> tuple[dict, Tensor] | None:
-        entry = self.windows.get(name, {}).get(_key_id(key))
-        if entry is None or entry["key"] != key:
+        path = self._file(name, key)
+        if not path.is_file():
             return None
-        return entry["window"], entry["paths"]
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # written atomically, so only a foreign file gets here
+            raise CheckpointError(
+                f"{path} cannot be read ({load_failure(e)}); delete it to redo the window"
+            ) from None
+        if not _is_window(saved, self.FORMAT):
+            raise CheckpointError(
+                f"{path} is not a pyro-zoo backtest window; delete it to redo the window"
+            )
+        if saved["name"] != name or saved["key"] != key:
+            return None
+        return saved["window"], saved["paths"]
 
     def put(self, name: str, key: dict, window: dict, paths: Tensor) -> None:
-        self.windows.setdefault(name, {})[_key_id(key)] = {
-            "key": key, "window": window, "paths": paths
-        }  # fmt: skip
-        blob = {"format": self.FORMAT, "windows": self.windows}
-        _atomic(self.path, lambda f: torch.save(blob, f))
+        blob = {"format": self.FORMAT, "name": name, "key": key, "window": window, "paths": paths}
+        _atomic(self._file(name, key), lambda f: torch.save(blob, f))
 
 
-def _is_store(saved: Any, fmt: str) -> bool:
-    if not isinstance(saved, dict) or saved.get("format") != fmt:
-        return False
-    windows = saved.get("windows")
-    if not isinstance(windows, dict):
-        return False
-    entries = [e for w in windows.values() if isinstance(w, dict) for e in w.values()]
-    return all(isinstance(w, dict) for w in windows.values()) and all(
-        isinstance(e, dict)
-        and isinstance(e.get("key"), dict)
-        and isinstance(e.get("window"), dict)
-        and torch.is_tensor(e.get("paths"))
-        for e in entries
+def _is_window(saved: Any, fmt: str) -> bool:
+    return (
+        isinstance(saved, dict)
+        and saved.get("format") == fmt
+        and isinstance(saved.get("name"), str)
+        and isinstance(saved.get("key"), dict)
+        and isinstance(saved.get("window"), dict)
+        and torch.is_tensor(saved.get("paths"))
     )
-
-
-def _key_id(key: dict) -> str:
-    return f"{key['t0']}:{key['t1']}:{key['t2']}"
 
 
 @dataclass

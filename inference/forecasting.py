@@ -302,8 +302,8 @@ def _options_tag(*parts) -> str:
     return json.dumps(plain, sort_keys=True, default=str)
 
 
-#: the backtest's finished windows in a run folder (:class:`WindowStore`)
-BACKTEST_FILE = "backtest.pt"
+#: the folder of the backtest's finished windows in a run folder (:class:`WindowStore`)
+BACKTEST_DIR = "backtest"
 
 
 def run_backtests(
@@ -400,10 +400,10 @@ def forecast_run(
     the validation forecast has fewer than ``calibration_points`` points, a second model
     (``build(history)``, seeded with the fit's seed + 1000) is fitted for the calibration
     alone (cross-fitting, :func:`calibrate_on_history`).
-    Each finished backtest window (every forecaster's) is saved in ``run_dir/backtest.pt``
+    Each finished backtest window (every forecaster's) is saved in ``run_dir/backtest/``
     (:class:`WindowStore`) and read back, not refitted, when the same window is asked for
     again: a run stopped in its backtest redoes only the window it was in. The caller removes
-    the file once the run's metrics are written (``scripts/train.py`` does).
+    the folder once the run's metrics are written (``scripts/train.py`` does).
     ``fit_kwargs`` go to :func:`fit` for the holdout fit only (``checkpoint``, ``resume``,
     ``should_stop``, ``on_epoch``, ...; the backtest refits are not checkpointed mid-fit); when
     ``should_stop`` stops it, nothing is scored and the metrics are ``stopped="interrupted"``.
@@ -499,7 +499,7 @@ def forecast_run(
         tag = _options_tag(spec, cfg, str(local.device), calibrate, calibration_points)
         results = run_backtests(
             data, forecasters, num_windows=backtest_windows, num_samples=num_samples,
-            seed=seed, min_train=min_train, store=WindowStore(run_dir / BACKTEST_FILE),
+            seed=seed, min_train=min_train, store=WindowStore(run_dir / BACKTEST_DIR),
             tags={"model": tag},
         )  # fmt: skip
         metrics["backtest"] = {

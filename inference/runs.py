@@ -11,6 +11,7 @@ from pathlib import Path
 from zoo.config import ConfigError
 
 __all__ = [
+    "RUN_DIRS",
     "RUN_FILES",
     "HistoryWriter",
     "create_run_dir",
@@ -18,6 +19,7 @@ __all__ = [
     "finished",
     "lock_run_dir",
     "release_run_dirs",
+    "remove_run_folder",
     "stale_temp_files",
 ]
 
@@ -29,15 +31,37 @@ RUN_FILES = (
     "metrics.json",
     "metrics_eval.json",
     "history.csv",
-    "backtest.pt",
     "baselines.md",
 )
+#: Folders a run writes (each of its files, temp files included, is a run file):
+#: ``backtest`` holds a forecasting run's finished backtest windows until it ends.
+RUN_DIRS = ("backtest",)
 
 
 def _run_files(run_dir: Path) -> list[Path]:
+    inside = [f for d in RUN_DIRS for f in sorted((run_dir / d).glob("*")) if f.is_file()]
     return [run_dir / f for f in RUN_FILES if (run_dir / f).exists()] + sorted(
         run_dir.glob("*.png")
-    ) + stale_temp_files(run_dir)  # fmt: skip
+    ) + stale_temp_files(run_dir) + inside  # fmt: skip
+
+
+def _remove(files: list[Path], run_dir: Path) -> None:
+    for f in files:
+        f.unlink(missing_ok=True)
+    for d in RUN_DIRS:
+        try:
+            (run_dir / d).rmdir()
+        except OSError:  # absent, or holding files the run did not write
+            pass
+
+
+def remove_run_folder(run_dir: Path, name: str) -> None:
+    """Removes one of :data:`RUN_DIRS` of a run folder and its files (e.g. once they are
+    not needed: a finished run's backtest windows)."""
+    if name not in RUN_DIRS:
+        raise ValueError(f"{name!r} is not one of the run's folders {RUN_DIRS}")
+    folder = Path(run_dir) / name
+    _remove(sorted(f for f in folder.glob("*") if f.is_file()), Path(run_dir))
 
 
 def stale_temp_files(run_dir: Path) -> list[Path]:
@@ -128,8 +152,7 @@ def create_run_dir(out: str | None, default: str, overwrite: bool = False) -> tu
                 f"--out {path} already holds a run ({files[0].name}); pass --overwrite to replace "
                 f"it, {resume}or another --out"
             )
-        for f in files:
-            f.unlink()
+        _remove(files, path)
         return path, False
     path.mkdir(parents=True)
     lock_run_dir(path)
@@ -143,8 +166,7 @@ def discard_unless_checkpointed(run_dir: Path, created: bool) -> bool:
     Not for a resumed run: its training state is the user's to keep."""
     if (run_dir / "model.pt").exists():
         return False
-    for f in _run_files(run_dir):
-        f.unlink(missing_ok=True)
+    _remove(_run_files(run_dir), run_dir)
     if created:
         try:
             run_dir.rmdir()

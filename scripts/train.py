@@ -32,7 +32,7 @@ from inference.checkpoint import load_training_state, save_training_state  # noq
 from inference.cli import USER_ERRORS, Parser, fail, run_cli, summary_line, write_json  # noqa: E402
 from inference.fit import fit_config  # noqa: E402
 from inference.forecasting import (  # noqa: E402
-    BACKTEST_FILE,
+    BACKTEST_DIR,
     CALIBRATION_POINTS,
     SpreadCalibration,
     baselines,
@@ -45,6 +45,7 @@ from inference.runs import (  # noqa: E402
     finished,
     lock_run_dir,
     release_run_dirs,
+    remove_run_folder,
     stale_temp_files,
 )
 from inference.signals import StopSignals  # noqa: E402
@@ -320,6 +321,7 @@ def _run(args, stop: StopSignals) -> int:
     except USER_ERRORS as e:
         refused = e
     if ctx.enabled and ctx.all_sum(torch.tensor([float(refused is not None)]))[0] > 0:
+        distributed.shutdown()  # on every rank: one that exits with gloo's threads up can abort
         if refused is None:  # rank 0 says why, in one line; here nothing more to say
             raise SystemExit(2)
     if refused is not None:
@@ -449,7 +451,7 @@ def train_series(
     on SIGINT / SIGTERM and resumes exactly. Once the fit has ended no step polls, so a signal
     stops the run at once; ``--resume`` skips the finished fit (its best weights and RNG states
     come back from ``train_state.pt``, nothing is retrained), scores the holdout again, reads the
-    backtest windows that had finished back from ``backtest.pt`` and refits only the others, and
+    backtest windows that had finished back from ``backtest/`` and refits only the others, and
     ends where the uninterrupted run would. Under torchrun the holdout fit is data-parallel
     and rank 0 alone does the rest (:func:`inference.forecasting.forecast_run`).
     """
@@ -497,14 +499,15 @@ def train_series(
         table = metrics.pop("baseline_table", None)
         write_json(run_dir / "metrics.json", metrics)
         # finished: the backtest's saved windows (and any temp file a kill left) are not needed
-        for f in [run_dir / BACKTEST_FILE, *stale_temp_files(run_dir)]:
+        remove_run_folder(run_dir, BACKTEST_DIR)
+        for f in stale_temp_files(run_dir):
             f.unlink(missing_ok=True)
     except KeyboardInterrupt:
         if not fit_ended or stop.signum is None:  # inside the fit: as for every run
             raise
         s = load_training_state(run_dir)
         last = s["rows"][-1]["epoch"] if s["rows"] else 0
-        done = WindowStore(run_dir / BACKTEST_FILE).count()
+        done = WindowStore(run_dir / BACKTEST_DIR).count()
         kept = ", ".join(f"{n} {k}" for n, k in done.items()) or "none"
         when = (
             f"after the fit had ended (epoch {last}), in its scores or backtest (finished"

@@ -74,7 +74,7 @@ def test_a_window_store_reads_finished_windows_back_and_refits_only_the_rest(tmp
             fits.append(len(history))
             return super().fit(history)
 
-    path = tmp_path / "backtest.pt"
+    path = tmp_path / "backtest"
     straight = backtest(data, Spy(), num_windows=3, keep_samples=True)
     # a backtest stopped in its third window: the first two are in the store
     with pytest.raises(KeyboardInterrupt):
@@ -91,6 +91,7 @@ def test_a_window_store_reads_finished_windows_back_and_refits_only_the_rest(tmp
         data, Spy(), num_windows=3, keep_samples=True, store=WindowStore(path).view("ets")
     )
     assert fits == [54]  # only the window it was in is fitted again
+    assert WindowStore(path).count() == {"ets": 3}  # a file per window
 
     def scores(w):  # but for the clock
         return {k: v for k, v in w.items() if not k.endswith("walltime")}
@@ -116,27 +117,41 @@ def test_a_window_store_reads_finished_windows_back_and_refits_only_the_rest(tmp
 
 
 def test_a_window_store_that_is_not_one_is_refused_in_one_line(tmp_path):
-    (tmp_path / "torn.pt").write_bytes(b"PK\x03\x04 not a zip")
-    with pytest.raises(CheckpointError, match=r"cannot be read .*delete it to redo the backtest"):
-        WindowStore(tmp_path / "torn.pt")
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is a file, not a backtest store .*delete it"):
+        WindowStore(tmp_path / "file")
+    data = periodic()
+    store = WindowStore(tmp_path / "store")
+    backtest(data, SeasonalNaive(), num_windows=1, store=store.view("naive"))
+    (window,) = (tmp_path / "store").iterdir()
+    view = WindowStore(tmp_path / "store").view("naive")
+
+    def read_back():
+        return backtest(data, SeasonalNaive(), num_windows=1, store=view)
+
     fmt = WindowStore.FORMAT
-    for i, blob in enumerate([
+    for blob in [
         {"format": "something else"},
         {"format": fmt},  # the right format string, the wrong contents
-        {"format": fmt, "windows": {"model": [1, 2]}},
-        {"format": fmt, "windows": {"model": {"0:1:2": {"key": {}, "window": {}, "paths": 3}}}},
-    ]):  # fmt: skip
-        torch.save(blob, tmp_path / f"other{i}.pt")
-        with pytest.raises(CheckpointError, match="is not a pyro-zoo backtest store; delete it"):
-            WindowStore(tmp_path / f"other{i}.pt")
+        {"format": fmt, "name": "naive", "key": {}, "window": {}, "paths": 3},
+        [1, 2],
+    ]:
+        torch.save(blob, window)
+        with pytest.raises(CheckpointError, match="is not a pyro-zoo backtest window; delete it"):
+            read_back()
+    window.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(CheckpointError, match=r"cannot be read .*delete it to redo the window"):
+        read_back()
     # a type weights_only refuses: torch's message runs to a page; the line names the cause
-    torch.save({"format": fmt, "windows": {"m": {"k": Path("x")}}}, tmp_path / "pickle.pt")
+    torch.save({"format": fmt, "paths": Path("x")}, window)
     with pytest.raises(CheckpointError) as e:
-        WindowStore(tmp_path / "pickle.pt")
+        read_back()
     text = str(e.value)
     assert "\n" not in text and "\x1b" not in text and len(text) < 320, text
-    assert text.startswith(f"{tmp_path / 'pickle.pt'} cannot be read (UnpicklingError: ")
-    assert text.endswith("delete it to redo the backtest")
+    assert text.startswith(f"{window} cannot be read (UnpicklingError: ")
+    assert text.endswith("delete it to redo the window")
+    window.unlink()
+    assert read_back().overall["crps"] > 0  # a deleted window is redone
 
 
 def test_a_forecaster_returning_the_wrong_shape_is_named():

@@ -153,6 +153,31 @@ def test_a_run_folder_in_use_is_refused_to_another_process_until_its_holder_ends
     assert code == 0
 
 
+def test_overwrite_removes_every_run_file_and_folder_a_kill_left_and_nothing_else(tmp_path):
+    from inference.runs import release_run_dirs
+
+    out = tmp_path / "run"
+    (out / "backtest").mkdir(parents=True)
+    left = [
+        out / "train_state.pt",
+        out / "baselines.md",
+        out / ".model.pt.ab12.tmp",
+        out / "backtest" / "model@0-108-144.pt",
+        out / "backtest" / ".ets@0-1-2.pt.x.tmp",
+    ]
+    for f in left:
+        f.write_bytes(b"x")
+    mine = [out / "notes.txt", out / ".other.tmp"]  # not the run's: kept
+    for f in mine:
+        f.write_bytes(b"mine")
+    try:
+        path, created = create_run_dir(str(out), "unused", overwrite=True)
+    finally:
+        release_run_dirs()
+    assert path == out and not created
+    assert sorted(p.name for p in out.iterdir()) == [".other.tmp", "notes.txt"]
+
+
 BAD_BEFORE_TRAINING = [
     (["--lr", "inf"], 2, "FitConfig.lr must be a finite number > 0"),
     (["--patience", "-1"], 2, "FitConfig.patience must be >= 1"),
@@ -521,13 +546,14 @@ def test_series_run_stopped_in_its_backtest_refits_only_the_unfinished_windows(
         return real_refit(self, history)
 
     monkeypatch.setattr(forecasting.EarlyStoppingForecaster, "fit", counted)
-    torn = out / ".backtest.pt.x1y2.tmp"  # what a SIGKILL inside a write leaves
+    assert sorted(p.name for p in (out / "backtest").iterdir()) == ["model@0-108-144.pt"]
+    torn = out / "backtest" / ".seasonal_naive@0-108-144.pt.x1y2.tmp"  # a SIGKILL mid-write
     torn.write_bytes(b"half a file")
     code, _, _ = cli(["--resume", out], capsys)
     assert code == 0 and refits == []  # the model's backtest window was read back
     same_run(out, straight_series)
     # a finished run keeps its scores, not the saved windows or what a kill left
-    assert not (out / "backtest.pt").exists() and not torn.exists()
+    assert not (out / "backtest").exists()
     # the store is a run file: --overwrite clears it, so a new run refits every window
     code, _, _ = cli([*SERIES, "--out", out, "--overwrite"], capsys)
     assert code == 0 and len(refits) == 1
