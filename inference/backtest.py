@@ -188,6 +188,12 @@ class _StoreView:
                 "versions": f"torch {torch.__version__}, pyro {pyro.__version__}",
                 **more}  # fmt: skip
 
+    def get(self, key: dict) -> tuple[dict, Tensor] | None:
+        return self.store.get(self.name, key)
+
+    def put(self, key: dict, window: dict, paths: Tensor) -> None:
+        self.store.put(self.name, key, window, paths)
+
 
 def _threshold(history: Tensor, period: int) -> Tensor:
     """The default exceedance threshold: each series' mean over its last seasonal period."""
@@ -262,38 +268,32 @@ def backtest(
             thr_name = None if threshold is None else getattr(threshold, "__qualname__", "?")
             key = store.key(data, t0, t1, t2, seed + k, num_samples, level=level,
                             threshold=thr_name)  # fmt: skip
-        done = None if key is None else store.store.get(store.name, key)
+        done = None if key is None else store.get(key)
         if done is not None:  # every window is seeded on its own: the later ones are unchanged
             window, paths = done
-            windows.append(window)
-            all_samples.append(paths)
-            truths.append(truth)
-            scales.append(scale)
-            thresholds.append(thr)
-            continue
-        pyro.set_rng_seed(seed + k)
-        start = default_timer()
-        if refit or fitted is None:
-            fitted = make().fit(history)
-        train_s = default_timer() - start
-        start = default_timer()
-        with torch.no_grad():
-            paths = fitted.sample(history, horizon, num_samples, future_covariates=future_cov)
-        test_s = default_timer() - start
-        paths = torch.as_tensor(paths).detach().to("cpu", torch.float32)
-        expect = (num_samples, data.num_series, horizon)
-        if tuple(paths.shape) != expect:
-            raise ValueError(
-                f"{type(fitted).__name__}.sample returned shape {list(paths.shape)};"
-                f" expected [S, N, H] = {list(expect)}"
-            )
-        scores = forecast_metrics(paths, truth, scale, thr, level)
-        windows.append(
-            {"t0": t0, "t1": t1, "t2": t2, "seed": seed + k, "train_walltime": train_s}
-            | {"test_walltime": test_s, **scores["overall"]}
-        )
-        if key is not None:
-            store.store.put(store.name, key, windows[-1], paths)
+        else:
+            pyro.set_rng_seed(seed + k)
+            start = default_timer()
+            if refit or fitted is None:
+                fitted = make().fit(history)
+            train_s = default_timer() - start
+            start = default_timer()
+            with torch.no_grad():
+                paths = fitted.sample(history, horizon, num_samples, future_covariates=future_cov)
+            test_s = default_timer() - start
+            paths = torch.as_tensor(paths).detach().to("cpu", torch.float32)
+            expect = (num_samples, data.num_series, horizon)
+            if tuple(paths.shape) != expect:
+                raise ValueError(
+                    f"{type(fitted).__name__}.sample returned shape {list(paths.shape)};"
+                    f" expected [S, N, H] = {list(expect)}"
+                )
+            scores = forecast_metrics(paths, truth, scale, thr, level)
+            window = {"t0": t0, "t1": t1, "t2": t2, "seed": seed + k, "train_walltime": train_s}
+            window |= {"test_walltime": test_s, **scores["overall"]}
+            if key is not None:
+                store.put(key, window, paths)
+        windows.append(window)
         all_samples.append(paths)
         truths.append(truth)
         scales.append(scale)
