@@ -31,7 +31,7 @@ import time
 import zoo
 from inference.backtest import backtest
 from inference.forecast_baselines import ETS, PyroStructural, SeasonalNaive
-from inference.forecasting import CALIBRATION_POINTS, EarlyStoppingForecaster
+from inference.forecasting import BEYOND_GROWTH, CALIBRATION_POINTS, EarlyStoppingForecaster
 from zoo.datasets import SERIES_DATASETS, load_dataset
 
 __all__ = ["run", "TABLE_PLANS", "forecasters"]
@@ -59,6 +59,7 @@ def _zoo_forecaster(
     overrides: dict | None = None,
     members: int = 1,
     calibration_points: int = CALIBRATION_POINTS,
+    calibration_growth: float = BEYOND_GROWTH,
 ):
     """The registered ``forecast`` family, fitted as ``scripts/train.py`` fits it (early stopping
     on the last horizon of each history, intervals calibrated on it unless ``calibrate`` is
@@ -77,7 +78,7 @@ def _zoo_forecaster(
 
     return EarlyStoppingForecaster(
         build, parallel=True, calibrate=calibrate, val_horizon=val_horizon, members=members,
-        calibration_points=calibration_points, **options,
+        calibration_points=calibration_points, calibration_growth=calibration_growth, **options,
     )  # fmt: skip
 
 

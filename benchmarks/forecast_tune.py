@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 import zoo
 from benchmarks.forecast import SWEEP_PERIODS, _sweep_windows, _zoo_forecaster
 from inference.backtest import backtest
-from inference.forecasting import CALIBRATION_POINTS
+from inference.forecasting import BEYOND_GROWTH, CALIBRATION_POINTS
 from zoo.datasets import load_dataset
 
 KEYS = ("wql", "crps", "mase", "coverage_90")
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--members", type=int, default=1, help="a deep ensemble of this many")
     p.add_argument("--no-calibration", action="store_true")
     p.add_argument("--calibration-points", type=int, default=CALIBRATION_POINTS)
+    p.add_argument("--calibration-growth", type=float, default=BEYOND_GROWTH)
     p.add_argument("--sweep-periods", type=int, default=SWEEP_PERIODS, help="history per window")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument(
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
             def make(seed=seed, over=over):
                 return _zoo_forecaster(
                     False, seed, not args.no_calibration, data.horizon, over, args.members,
-                    args.calibration_points,
+                    args.calibration_points, args.calibration_growth,
                 )  # fmt: skip
 
             runs.append(backtest(data, make, num_samples=500, seed=seed, **plan).overall)

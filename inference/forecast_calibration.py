@@ -10,44 +10,73 @@ import torch
 
 from .metrics.forecast import sample_quantiles
 
-__all__ = ["SpreadCalibration", "fit_spread", "spread_scores", "spread_from_scores", "widen_only"]
+__all__ = [
+    "BEYOND_GROWTH",
+    "SpreadCalibration",
+    "fit_spread",
+    "spread_scores",
+    "spread_from_scores",
+    "widen_only",
+]
+
+
+#: how the factor grows past the validated steps: ``(h / steps) ** BEYOND_GROWTH`` at step ``h``
+#: (a random walk's: errors whose variance grows linearly with the lead time, against paths
+#: whose spread does not grow at all). Measured on AirPassengers' earlier windows (the final
+#: ones dropped): the factor 90% of the points need grows about as ``h ** 0.5`` to ``h ** 0.65``
+#: over 36 months; see the README (Forecasting, interval calibration).
+BEYOND_GROWTH = 0.5
 
 
 @dataclass(frozen=True)
 class SpreadCalibration:
     """Sample paths widened (``factor > 1``) or narrowed about their per-step median.
 
-    ``apply(paths)`` maps every draw to ``median + factor * (draw - median)`` at each series and
-    step, so each central interval's half-widths are multiplied by ``factor`` and the median is
-    kept. Paths that were all integers stay integers (rounded) and paths that were all
-    non-negative stay non-negative, so a count forecaster's paths keep their support.
+    ``apply(paths)`` maps every draw to ``median + f_h * (draw - median)`` at each series and
+    step ``h`` (from 1), so each central interval's half-widths are multiplied by ``f_h`` and
+    the median is kept. Paths that were all integers stay integers (rounded) and paths that
+    were all non-negative stay non-negative, so a count forecaster's paths keep their support.
     ``factor`` comes from :func:`fit_spread` on a validation window; ``points`` is how many
     held-out points it rests on and ``steps`` how far ahead that window reached (None: the
     factor holds at every horizon).
 
-    Paths longer than ``steps`` are only ever widened (``max(factor, 1)``): errors grow with the
-    horizon faster than a forecaster's own spread often does, so a window that found the
-    intervals too wide says nothing safe about steps beyond it (AirPassengers: 12 validated
-    months narrowed a 36-month forecast to 8% coverage).
+    ``f_h`` is ``factor`` up to ``steps``. Past them the data said nothing, and errors grow
+    with the horizon faster than a forecaster's own spread often does (its paths are sampled
+    from one-step distributions learnt with teacher forcing): there ``f_h`` is
+    ``max(factor, 1) * (h / steps) ** growth``, never a narrowing (12 validated months once
+    narrowed a 36-month AirPassengers forecast to 8% coverage), and growing as a random walk's
+    errors outgrow constant-spread paths with ``growth = 0.5`` (:data:`BEYOND_GROWTH`, what
+    :func:`fit_spread` sets). ``growth = None``, as in factors saved before 2026-12-06, applies
+    them as they were then: one factor for the whole path, ``max(factor, 1)`` where it runs
+    past ``steps``.
     """
 
     factor: float = 1.0
     level: float = 0.9
     points: int = 0
     steps: int | None = None
+    growth: float | None = None
 
-    def factor_for(self, horizon: int) -> float:
-        """The factor applied to paths of ``horizon`` steps."""
+    def factors(self, horizon: int) -> torch.Tensor:
+        """``[horizon]`` float64: the factor applied at each step of a ``horizon``-step path."""
+        f = torch.full((int(horizon),), float(self.factor), dtype=torch.float64)
         if self.steps is None or horizon <= self.steps:
-            return self.factor
-        return max(self.factor, 1.0)
+            return f
+        if self.growth is None:  # a factor saved before it could grow
+            return f.clamp_min(1.0)
+        h = torch.arange(self.steps + 1, int(horizon) + 1, dtype=torch.float64)
+        f[self.steps :] = max(self.factor, 1.0) * (h / self.steps) ** float(self.growth)
+        return f
 
     def apply(self, paths: torch.Tensor) -> torch.Tensor:
-        factor = self.factor_for(paths.shape[-1])
-        if factor == 1.0:
+        factors = self.factors(paths.shape[-1])
+        if bool((factors == 1.0).all()):
             return paths
         median = sample_quantiles(paths, [0.5])
-        out = median + factor * (paths - median)
+        # one factor: a Python scalar, as before steps had factors of their own (same bits)
+        flat = float(factors.min()) == float(factors.max())
+        scale = float(factors[0]) if flat else factors.to(paths.device, paths.dtype)
+        out = median + scale * (paths - median)
         if bool((paths == paths.round()).all()):
             out = out.round()
         if bool((paths >= 0).all()):
@@ -58,15 +87,23 @@ class SpreadCalibration:
         return dataclasses.asdict(self)
 
     def describe(self, horizon: int | None = None) -> str:
-        """One line for a run's summary: the factor applied to paths of ``horizon`` steps and
-        what it rests on."""
-        text = f"intervals x {self.factor_for(horizon or 0):.3f} (split conformal on {self.points}"
-        if self.steps is None:
-            return text + " points)"
-        text += f" points up to {self.steps} steps ahead"
-        if horizon is not None and horizon > self.steps and self.factor < 1:
-            text += f", whose x {self.factor:.3f} would narrow: {horizon} steps are only widened"
-        return text + ")"
+        """One line for a run's summary: the factors applied to paths of ``horizon`` steps and
+        what they rest on."""
+        f = self.factors(horizon or 1)
+        rests = f"split conformal on {self.points} points"
+        if self.steps is not None:
+            rests += f" up to {self.steps} steps ahead"
+        if float(f.min()) == float(f.max()):
+            text = f"intervals x {float(f[0]):.3f} ({rests}"
+            if self.steps is not None and len(f) > self.steps and self.factor < 1:
+                text += f", whose x {self.factor:.3f} would narrow: later steps are only widened"
+            return text + ")"
+        n = self.steps
+        return (
+            f"intervals x {self.factor:.3f} at steps 1-{n}, x {float(f[n]):.3f} to"
+            f" x {float(f[-1]):.3f} at steps {n + 1}-{len(f)} ({rests}; past them"
+            f" x max({self.factor:.3f}, 1) (h / {n}) ** {self.growth:g})"
+        )
 
 
 def spread_scores(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> torch.Tensor:
@@ -87,11 +124,15 @@ def spread_scores(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) 
 
 
 def spread_from_scores(
-    scores: torch.Tensor, level: float = 0.9, steps: int | None = None
+    scores: torch.Tensor,
+    level: float = 0.9,
+    steps: int | None = None,
+    growth: float = BEYOND_GROWTH,
 ) -> SpreadCalibration:
     """The split-conformal factor of :func:`spread_scores` (possibly pooled from several
     validation forecasts): their ``ceil((n + 1) * level)``-th smallest. ``steps``: how far
-    ahead the validation forecasts reached."""
+    ahead the validation forecasts reached; ``growth``: how the factor grows past them
+    (:class:`SpreadCalibration`)."""
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1); got {level}")
     need = torch.as_tensor(scores, dtype=torch.float64).flatten()
@@ -101,32 +142,39 @@ def spread_from_scores(
     k = min(n, math.ceil((n + 1) * level))
     factor = float(need.sort().values[k - 1])
     if not math.isfinite(factor) or factor <= 0:
-        return SpreadCalibration(1.0, level, n, steps)  # zero-width intervals: nothing to scale
-    return SpreadCalibration(factor, level, n, steps)
+        return SpreadCalibration(1.0, level, n, steps, growth)  # zero width: nothing to scale
+    return SpreadCalibration(factor, level, n, steps, growth)
 
 
 def widen_only(
-    own: torch.Tensor, extra, level: float = 0.9, steps: int | None = None
+    own: torch.Tensor,
+    extra,
+    level: float = 0.9,
+    steps: int | None = None,
+    growth: float = BEYOND_GROWTH,
 ) -> SpreadCalibration:
     """The factor of the ``own`` scores, or of ``own`` pooled with the ``extra`` ones (a list of
     score tensors) where that is larger: more points may widen what the most recent window
     calls for, never narrow it. ``points`` counts all of them."""
-    first = spread_from_scores(own, level, steps)
-    pooled = spread_from_scores(torch.cat([torch.as_tensor(own), *extra]), level, steps)
+    first = spread_from_scores(own, level, steps, growth)
+    pooled = spread_from_scores(torch.cat([torch.as_tensor(own), *extra]), level, steps, growth)
     return (
         pooled if pooled.factor > first.factor else dataclasses.replace(first, points=pooled.points)
     )
 
 
-def fit_spread(paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9) -> SpreadCalibration:
+def fit_spread(
+    paths: torch.Tensor, truth: torch.Tensor, level: float = 0.9, growth: float = BEYOND_GROWTH
+) -> SpreadCalibration:
     """The split-conformal spread factor of ``[S, N, H]`` paths against their ``[N, H]`` truth.
 
     Each held-out point needs the factor ``c_i`` that just brings it inside the central
     ``level`` interval widened about the median (:func:`spread_scores`); the factor is the
     ``ceil((n + 1) * level)``-th smallest of the ``n`` points' ``c_i`` (split conformal
     prediction, Vovk et al. 2005; Stankeviciute et al. 2021 for forecasts), so the widened
-    interval covers a new exchangeable point with probability at least ``level``.
+    interval covers a new exchangeable point with probability at least ``level``. Past the
+    window's steps the factor grows with ``growth`` (:class:`SpreadCalibration`).
     """
     scores = spread_scores(paths, truth, level)
     steps = int(torch.as_tensor(truth).shape[-1])
-    return spread_from_scores(scores, level, steps)
+    return spread_from_scores(scores, level, steps, growth)

@@ -20,9 +20,16 @@ from zoo.datasets import Split
 from . import distributed
 from .backtest import ModelForecaster, WindowStore, backtest
 from .fit import FitConfig, History, fit
-from .forecast_calibration import SpreadCalibration, fit_spread, spread_scores, widen_only
+from .forecast_calibration import (
+    BEYOND_GROWTH,
+    SpreadCalibration,
+    fit_spread,
+    spread_scores,
+    widen_only,
+)
 
 __all__ = [
+    "BEYOND_GROWTH",
     "CALIBRATION_POINTS",
     "holdout",
     "forecast_split",
@@ -145,6 +152,7 @@ def calibrate_on_history(
     *,
     min_points: int = 0,
     cross_fit: Callable[[], tuple[Any, dict]] | None = None,
+    growth: float = BEYOND_GROWTH,
 ) -> SpreadCalibration:
     """The spread factor of ``models`` (fitted by :func:`fit_on_history` with the same
     ``val_horizon``) on their validation window: their pooled forecasts of the history's last
@@ -159,7 +167,8 @@ def calibrate_on_history(
     them all where that is wider than the models' own window calls for (the most recent
     errors; a narrower pooled factor gave AirPassengers' 36-month holdout 62% coverage). The
     models themselves keep their training data (the most recent steps included); only the
-    factor rests on more points.
+    factor rests on more points. Forecasts longer than the validation window get the factor
+    grown past it with ``growth`` (:class:`SpreadCalibration`).
     """
     models = list(models)
     _, _, val = validation_windows(models[0], history, horizon=val_horizon)
@@ -174,7 +183,7 @@ def calibrate_on_history(
             fit(model, (x, y), more, **options)
             paths = pooled_paths([model], more.x, num_samples, parallel)
             scores.append(spread_scores(paths.cpu(), more.y.cpu(), level))
-    return widen_only(scores[0], scores[1:], level, steps=int(val.y.shape[-1]))
+    return widen_only(scores[0], scores[1:], level, steps=int(val.y.shape[-1]), growth=growth)
 
 
 class EarlyStoppingForecaster(ModelForecaster):
@@ -199,6 +208,8 @@ class EarlyStoppingForecaster(ModelForecaster):
             points, one more model (seeded as member ``members`` would be) is fitted holding
             out enough earlier stretches and its scores join the calibration
             (:func:`calibrate_on_history`); 0 never does. Default ``CALIBRATION_POINTS``.
+        calibration_growth: how the factor grows past the validated steps when the forecast
+            is longer (:class:`SpreadCalibration`; 0 keeps it flat). Default ``BEYOND_GROWTH``.
         **fit_options: as for :class:`ModelForecaster` (``config=FitConfig(...)`` or fields).
     """
 
@@ -213,6 +224,7 @@ class EarlyStoppingForecaster(ModelForecaster):
         calibration_samples: int = 200,
         val_horizon: int | None = None,
         calibration_points: int = CALIBRATION_POINTS,
+        calibration_growth: float = BEYOND_GROWTH,
         **fit_options,
     ):
         if members < 1:
@@ -222,6 +234,7 @@ class EarlyStoppingForecaster(ModelForecaster):
         self.calibration_samples = int(calibration_samples)
         self.val_horizon = val_horizon
         self.calibration_points = int(calibration_points)
+        self.calibration_growth = float(calibration_growth)
         self.models: list = []
         self.histories: list[History] = []
         self.calibration = SpreadCalibration(1.0, self.level, 0)
@@ -257,7 +270,7 @@ class EarlyStoppingForecaster(ModelForecaster):
             self.calibration = calibrate_on_history(
                 self.models, history, self.level, self.calibration_samples, self.parallel,
                 self.val_horizon, min_points=self.calibration_points,
-                cross_fit=lambda: self._cross_model(history),
+                cross_fit=lambda: self._cross_model(history), growth=self.calibration_growth,
             )  # fmt: skip
         return self
 
@@ -383,6 +396,7 @@ def forecast_run(
     seed: int = 0,
     calibrate: bool = True,
     calibration_points: int = CALIBRATION_POINTS,
+    calibration_growth: float = BEYOND_GROWTH,
     fit_kwargs: dict[str, Any] | None = None,
     dist=None,
 ) -> dict[str, Any]:
@@ -399,7 +413,8 @@ def forecast_run(
     shows the calibrated paths and the backtest's ``model`` row is calibrated likewise. Where
     the validation forecast has fewer than ``calibration_points`` points, a second model
     (``build(history)``, seeded with the fit's seed + 1000) is fitted for the calibration
-    alone (cross-fitting, :func:`calibrate_on_history`).
+    alone (cross-fitting, :func:`calibrate_on_history`). Past the validated steps the factor
+    grows with ``calibration_growth`` (:class:`SpreadCalibration`).
     Each finished backtest window (every forecaster's) is saved in ``run_dir/backtest/``
     (:class:`WindowStore`) and read back, not refitted, when the same window is asked for
     again: a run stopped in its backtest redoes only the window it was in. The caller removes
@@ -462,7 +477,7 @@ def forecast_run(
 
         spread = calibrate_on_history(
             [model], history, num_samples=num_samples, val_horizon=data.horizon,
-            min_points=calibration_points, cross_fit=cross_fit,
+            min_points=calibration_points, cross_fit=cross_fit, growth=calibration_growth,
         )  # fmt: skip
     metrics, paths = holdout_scores(model, history, future, data.period, num_samples, spread)
     metrics.update(
@@ -483,6 +498,7 @@ def forecast_run(
                 config=fit_config,
                 val_horizon=data.horizon,
                 calibration_points=calibration_points,
+                calibration_growth=calibration_growth,
                 dist=local,
             )  # fmt: skip
         }
@@ -496,7 +512,9 @@ def forecast_run(
         # what makes the model's row what it is: a saved window is reused under the same only
         cfg = dataclasses.replace(fit_config, quiet=True)  # quiet changes nothing computed
         spec = model.config_dict() if isinstance(model, ZooModel) else type(model).__qualname__
-        tag = _options_tag(spec, cfg, str(local.device), calibrate, calibration_points)
+        tag = _options_tag(
+            spec, cfg, str(local.device), calibrate, calibration_points, calibration_growth
+        )
         results = run_backtests(
             data, forecasters, num_windows=backtest_windows, num_samples=num_samples,
             seed=seed, min_train=min_train, store=WindowStore(run_dir / BACKTEST_DIR),

@@ -33,6 +33,7 @@ from inference.cli import USER_ERRORS, Parser, fail, run_cli, summary_line, writ
 from inference.fit import fit_config  # noqa: E402
 from inference.forecasting import (  # noqa: E402
     BACKTEST_DIR,
+    BEYOND_GROWTH,
     CALIBRATION_POINTS,
     SpreadCalibration,
     baselines,
@@ -89,6 +90,12 @@ def make_parser() -> Parser:
         help="series data: where the validation forecast has fewer points, fit a second model"
         f" holding out that many for the calibration (0: never; default {CALIBRATION_POINTS})",
     )
+    p.add_argument(
+        "--calibration-growth",
+        type=float,
+        help="series data: forecasts longer than the validation forecast get its factor grown"
+        f" as (h / validated steps) ** G past them (0: flat; default {BEYOND_GROWTH})",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -138,6 +145,7 @@ SERIES_ARGS = {
     "baselines": "seasonal_naive,ets",
     "interval_calibration": True,
     "calibration_points": CALIBRATION_POINTS,
+    "calibration_growth": BEYOND_GROWTH,
 }
 
 FIT_ARGS = {
@@ -250,6 +258,9 @@ def _run(args, stop: StopSignals) -> int:
         fail("--num-samples must be at least 40 (the 95% interval needs 2 / (1 - 0.95) draws)")
     if args.calibration_points is not None and args.calibration_points < 0:
         fail("--calibration-points must be >= 0 (0 calibrates on the model's own validation only)")
+    g = args.calibration_growth
+    if g is not None and not 0 <= g <= 2:  # NaN fails both
+        fail(f"--calibration-growth must lie in [0, 2] (0.5: a random walk's; 0: flat); got {g}")
     if args.list:
         print(list_models())
         return 0
@@ -485,6 +496,7 @@ def train_series(
             seed=fit_cfg.seed,
             calibrate=args.interval_calibration,
             calibration_points=args.calibration_points,
+            calibration_growth=args.calibration_growth,
             fit_kwargs={**hooks, "checkpoint": checkpoint},
             dist=ctx,
         )

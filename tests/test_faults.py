@@ -569,6 +569,7 @@ SERIES_REFUSED = [
         ["--no-interval-calibration"],
         "drop --no-interval-calibration (the run's is --interval-calibration)",
     ),
+    (["--calibration-growth", "0"], "drop --calibration-growth 0.0 (the run's is 0.5)"),
     (["--set", "hidden=16"], "drop --set hidden=16 (the run's is 8)"),
     (["--epochs", "4"], "drop --epochs 4 (the run's is 3)"),
 ]

@@ -522,6 +522,10 @@ BAD = [
     (["--dataset", "airpassengers", "--baselines", "seasonal_naive,bogus"],
      "--baselines: unknown baseline(s) ['bogus']; choose from"),
     (["--dataset", "airpassengers", "--backtest-windows", "-1"], "--backtest-windows must be >= 0"),
+    (["--dataset", "airpassengers", "--calibration-growth", "nan"],
+     "--calibration-growth must lie in [0, 2]"),
+    (["--dataset", "airpassengers", "--calibration-growth", "-0.5"],
+     "--calibration-growth must lie in [0, 2]"),
 ]  # fmt: skip
 
 
@@ -578,6 +582,27 @@ def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
     assert e.returncode == 0, e.stderr
     assert json.loads((tmp_path / "again" / "metrics_eval.json").read_text()) == again
     assert (tmp_path / "again" / "forecast.png").stat().st_size > 5000
+    # 36 months forecast, 12 validated: past them the factor grows as sqrt(h / 12); a factor
+    # saved before it could grow (no "growth" in config.json) is applied as it was then, flat
+    assert m["calibration"]["steps"] == 12 and m["calibration"]["growth"] == 0.5
+    config = json.loads((out / "config.json").read_text())
+    assert config["interval_factor"] == m["calibration"]
+    del config["interval_factor"]["growth"]
+    (out / "config.json").write_text(json.dumps(config))
+    e = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(out), "--num-samples", "40",
+         "--out", str(tmp_path / "old")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert e.returncode == 0, e.stderr
+    old = json.loads((tmp_path / "old" / "metrics_eval.json").read_text())
+    assert old["calibration"]["growth"] is None and old["crps"] == again["crps"]  # same paths
+    new_w, old_w = (r["calibrated"]["per_horizon"]["width_90"] for r in (again, old))
+    # the widths scale by sqrt(h / 12) exactly, but where the widened 5% quantile falls below 0
+    # (this 2-epoch model is vague), positive paths are clamped there, a little less widened
+    ratios = [new_w[h - 1] / (old_w[h - 1] * math.sqrt(h / 12)) for h in range(13, 37)]
+    assert all(0.95 < r < 1 + 1e-5 for r in ratios), ratios
+    assert sum(abs(r - 1) < 1e-5 for r in ratios) >= 12, ratios
 
 
 def test_train_calibration_points_0_calibrates_on_the_models_own_validation_only(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,12 @@ import torch
 
 import zoo
 from inference.fit import FitConfig
-from inference.forecast_calibration import spread_from_scores, spread_scores, widen_only
+from inference.forecast_calibration import (
+    BEYOND_GROWTH,
+    spread_from_scores,
+    spread_scores,
+    widen_only,
+)
 from inference.forecasting import (
     EarlyStoppingForecaster,
     SpreadCalibration,
@@ -19,6 +25,7 @@ from inference.forecasting import (
     fit_spread,
     validation_windows,
 )
+from inference.metrics.forecast import sample_quantiles
 from zoo.datasets import SeriesData
 
 
@@ -79,15 +86,66 @@ def test_calibration_keeps_the_median_integers_and_the_sign():
     assert bool((twice < 0).any())  # real-valued paths are not clamped
 
 
-def test_paths_beyond_the_validated_steps_are_only_widened():
+def test_paths_beyond_the_validated_steps_are_only_widened_and_widen_as_a_random_walk():
     real = torch.randn(200, 2, 6, generator=torch.Generator().manual_seed(3))
-    narrow, wide = SpreadCalibration(0.5, steps=6), SpreadCalibration(2.0, steps=6)
-    assert narrow.factor_for(6) == 0.5 and narrow.factor_for(7) == 1.0
-    assert wide.factor_for(7) == 2.0
+    narrow, wide = SpreadCalibration(0.5, steps=6, growth=0.5), SpreadCalibration(2.0, steps=6)
+    assert torch.equal(narrow.factors(6), torch.full((6,), 0.5, dtype=torch.float64))
+    h = torch.arange(7, 10, dtype=torch.float64)
+    # the validated steps keep their factor; later ones grow from max(factor, 1)
+    assert torch.allclose(narrow.factors(9)[6:], (h / 6).sqrt())
+    assert torch.equal(narrow.factors(9)[:6], torch.full((6,), 0.5, dtype=torch.float64))
+    grown = dataclasses.replace(wide, growth=0.5)
+    assert torch.allclose(grown.factors(9)[6:], 2 * (h / 6).sqrt())
     assert narrow.apply(real).std() < real.std()
-    longer = torch.randn(200, 2, 9)
-    assert torch.equal(narrow.apply(longer), longer)
+    longer = torch.randn(200, 2, 9, generator=torch.Generator().manual_seed(4))
+    med = longer.quantile(0.5, 0)
+    out = narrow.apply(longer)
+    assert torch.allclose(out[..., :6] - med[..., :6], 0.5 * (longer - med)[..., :6], atol=1e-6)
+    assert torch.allclose(
+        out[..., 6:] - med[..., 6:], (h / 6).sqrt().float() * (longer - med)[..., 6:]
+    )
+    # a factor saved before it could grow (growth None): one factor, never below 1 past steps
+    old = SpreadCalibration(0.5, steps=6)
+    assert torch.equal(old.factors(9), torch.ones(9, dtype=torch.float64))
+    assert torch.equal(old.apply(longer), longer)
+    assert torch.equal(wide.factors(9), torch.full((9,), 2.0, dtype=torch.float64))
     assert wide.apply(longer).std() > 1.5 * longer.std()
+    assert fit_spread(torch.randn(50, 1, 3), torch.zeros(1, 3)).growth == BEYOND_GROWTH == 0.5
+
+
+def test_growth_past_the_window_restores_coverage_of_paths_that_do_not_compound():
+    """The case the growth is for: truth a random walk (variance h at step h), paths whose
+    spread stays that of one step. Calibrated on 4 steps and applied to 16, the flat factor
+    covers 0.6 of the later steps; the grown one 0.81, a little under 0.9 because the window's
+    factor (1.6) is about that of its average step and grows from step 4: at step h the
+    interval is 1.645 x 1.6 x sqrt(h / 4) against a spread of sqrt(h), P(|Z| < 1.32) = 0.81.
+    The cost, also asserted: paths whose spread already grows as the truth's are over-covered
+    there (0.98)."""
+    g = torch.Generator().manual_seed(0)
+    n, s, valid, ahead = 2000, 200, 4, 16
+
+    def walk(h):
+        return torch.randn(n, h, generator=g, dtype=torch.float64).cumsum(-1)
+
+    for compounding in (False, True):
+        sd = torch.arange(1, ahead + 1, dtype=torch.float64).sqrt() if compounding else 1.0
+        paths = torch.randn(s, n, ahead, generator=g, dtype=torch.float64) * sd
+        cal = fit_spread(paths[..., :valid], walk(valid))
+        flat = dataclasses.replace(cal, growth=None)
+        y = walk(ahead)
+
+        def cover(c, paths=paths, y=y):  # of the steps past the window
+            lo, hi = sample_quantiles(c.apply(paths), [0.05, 0.95])
+            return float(((y >= lo) & (y <= hi))[:, valid:].double().mean())
+
+        if not compounding:
+            assert 1.5 < cal.factor < 2.0  # the window's own points need about x sqrt(2.5)
+            assert cover(flat) < 0.65
+            assert 0.78 < cover(cal) < 0.85
+        else:
+            assert 0.9 < cal.factor < 1.1  # these paths were right already
+            assert 0.85 < cover(flat) < 0.95
+            assert cover(cal) > 0.97
 
 
 def test_the_factor_describes_itself_in_one_line():
@@ -99,7 +157,11 @@ def test_the_factor_describes_itself_in_one_line():
     # a longer forecast is not narrowed: the line names the factor applied, and why
     assert narrow.describe(36) == (
         "intervals x 1.000 (split conformal on 36 points up to 12 steps ahead, whose x 0.500"
-        " would narrow: 36 steps are only widened)"
+        " would narrow: later steps are only widened)"
+    )
+    assert dataclasses.replace(narrow, growth=0.5).describe(36) == (
+        "intervals x 0.500 at steps 1-12, x 1.041 to x 1.732 at steps 13-36 (split conformal"
+        " on 36 points up to 12 steps ahead; past them x max(0.500, 1) (h / 12) ** 0.5)"
     )
     assert SpreadCalibration(2.0, points=36, steps=12).describe(36).startswith("intervals x 2.000")
     assert SpreadCalibration(1.25, points=7).describe(5) == (
@@ -277,7 +339,7 @@ def test_a_holdouts_raw_and_calibrated_scores_come_from_the_same_paths():
     fit(model, model.training_windows(history), None, FitConfig(epochs=2, batch_size=16, seed=0))
     for same in (SpreadCalibration(1.0, points=8, steps=4), SpreadCalibration(0.5, steps=2)):
         metrics, paths = holdout_scores(model, history, future, 4, 64, same)
-        assert same.factor_for(4) == 1.0
+        assert bool((same.factors(4) == 1.0).all())
         for key in ("crps", "wql", "coverage_90", "width_90", "mase"):
             assert metrics["calibrated"][key] == metrics[key], key
     metrics, paths = holdout_scores(model, history, future, 4, 64, SpreadCalibration(3.0, steps=4))
