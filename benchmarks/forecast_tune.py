@@ -61,6 +61,8 @@ def main(argv=None) -> int:
         help="LABEL or LABEL:key=value;key=value (config overrides)",
     )
     args = p.parse_args(argv)
+    if not 0 <= args.calibration_growth <= 2:  # NaN fails too
+        p.error(f"--calibration-growth must lie in [0, 2]; got {args.calibration_growth}")
     data = load_dataset(args.dataset)
     if args.drop:
         data = data.slice(0, len(data) - data.horizon * args.drop)

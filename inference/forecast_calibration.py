@@ -23,7 +23,7 @@ __all__ = [
 #: how the factor grows past the validated steps: ``(h / steps) ** BEYOND_GROWTH`` at step ``h``
 #: (a random walk's: errors whose variance grows linearly with the lead time, against paths
 #: whose spread does not grow at all). Measured on AirPassengers' earlier windows (the final
-#: ones dropped): the factor 90% of the points need grows about as ``h ** 0.5`` to ``h ** 0.65``
+#: ones dropped): the factor 90% of the points need grows about as ``h ** 0.5`` to ``h ** 0.7``
 #: over 36 months; see the README (Forecasting, interval calibration).
 BEYOND_GROWTH = 0.5
 
@@ -40,32 +40,36 @@ class SpreadCalibration:
     held-out points it rests on and ``steps`` how far ahead that window reached (None: the
     factor holds at every horizon).
 
-    ``f_h`` is ``factor`` up to ``steps``. Past them the data said nothing, and errors grow
-    with the horizon faster than a forecaster's own spread often does (its paths are sampled
-    from one-step distributions learnt with teacher forcing): there ``f_h`` is
-    ``max(factor, 1) * (h / steps) ** growth``, never a narrowing (12 validated months once
-    narrowed a 36-month AirPassengers forecast to 8% coverage), and growing as a random walk's
-    errors outgrow constant-spread paths with ``growth = 0.5`` (:data:`BEYOND_GROWTH`, what
-    :func:`fit_spread` sets). ``growth = None``, as in factors saved before 2026-12-06, applies
-    them as they were then: one factor for the whole path, ``max(factor, 1)`` where it runs
-    past ``steps``.
+    A path of at most ``steps`` steps gets ``factor`` at every step. A longer one is only ever
+    widened (12 validated months once narrowed a 36-month AirPassengers forecast to 8%
+    coverage): ``max(factor, 1)`` at steps 1 to ``steps`` and, past them, where the data said
+    nothing, ``max(factor, 1) * (h / steps) ** growth``: errors grow with the horizon faster
+    than a forecaster's own spread often does (its paths are sampled from one-step
+    distributions learnt with teacher forcing), as a random walk's outgrow constant-spread
+    paths with ``growth = 0.5`` (:data:`BEYOND_GROWTH`, what :func:`fit_spread` sets).
+    ``growth = 0`` keeps the factor flat, the rule of factors saved before 2026-12-06 (which
+    have no ``growth``).
     """
 
     factor: float = 1.0
     level: float = 0.9
     points: int = 0
     steps: int | None = None
-    growth: float | None = None
+    growth: float = 0.0
+
+    def __post_init__(self):
+        if not 0 <= self.growth < math.inf:  # NaN fails too
+            raise ValueError(f"growth must be finite and >= 0 (0: flat); got {self.growth}")
 
     def factors(self, horizon: int) -> torch.Tensor:
         """``[horizon]`` float64: the factor applied at each step of a ``horizon``-step path."""
-        f = torch.full((int(horizon),), float(self.factor), dtype=torch.float64)
+        horizon = int(horizon)
         if self.steps is None or horizon <= self.steps:
-            return f
-        if self.growth is None:  # a factor saved before it could grow
-            return f.clamp_min(1.0)
-        h = torch.arange(self.steps + 1, int(horizon) + 1, dtype=torch.float64)
-        f[self.steps :] = max(self.factor, 1.0) * (h / self.steps) ** float(self.growth)
+            return torch.full((horizon,), float(self.factor), dtype=torch.float64)
+        f = torch.full((horizon,), max(float(self.factor), 1.0), dtype=torch.float64)
+        if self.growth:
+            h = torch.arange(self.steps + 1, horizon + 1, dtype=torch.float64)
+            f[self.steps :] *= (h / self.steps) ** float(self.growth)
         return f
 
     def apply(self, paths: torch.Tensor) -> torch.Tensor:
@@ -93,16 +97,18 @@ class SpreadCalibration:
         rests = f"split conformal on {self.points} points"
         if self.steps is not None:
             rests += f" up to {self.steps} steps ahead"
+        longer = self.steps is not None and len(f) > self.steps
+        if longer and self.factor < 1:
+            rests += f", whose x {self.factor:.3f} would narrow: a longer forecast is only widened"
         if float(f.min()) == float(f.max()):
-            text = f"intervals x {float(f[0]):.3f} ({rests}"
-            if self.steps is not None and len(f) > self.steps and self.factor < 1:
-                text += f", whose x {self.factor:.3f} would narrow: later steps are only widened"
-            return text + ")"
+            return f"intervals x {float(f[0]):.3f} ({rests})"
         n = self.steps
+        later = f"x {float(f[n]):.3f}" if len(f) == n + 1 else f"x {float(f[n]):.3f} to"
+        later += "" if len(f) == n + 1 else f" x {float(f[-1]):.3f}"
+        span = f"step {n + 1}" if len(f) == n + 1 else f"steps {n + 1}-{len(f)}"
         return (
-            f"intervals x {self.factor:.3f} at steps 1-{n}, x {float(f[n]):.3f} to"
-            f" x {float(f[-1]):.3f} at steps {n + 1}-{len(f)} ({rests}; past them"
-            f" x max({self.factor:.3f}, 1) (h / {n}) ** {self.growth:g})"
+            f"intervals x {float(f[0]):.3f} at steps 1-{n}, {later} at {span} ({rests}; past"
+            f" them x (h / {n}) ** {self.growth:g})"
         )
 
 

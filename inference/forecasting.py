@@ -234,7 +234,7 @@ class EarlyStoppingForecaster(ModelForecaster):
         self.calibration_samples = int(calibration_samples)
         self.val_horizon = val_horizon
         self.calibration_points = int(calibration_points)
-        self.calibration_growth = float(calibration_growth)
+        self.calibration_growth = SpreadCalibration(growth=float(calibration_growth)).growth
         self.models: list = []
         self.histories: list[History] = []
         self.calibration = SpreadCalibration(1.0, self.level, 0)

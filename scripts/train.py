@@ -93,6 +93,7 @@ def make_parser() -> Parser:
     p.add_argument(
         "--calibration-growth",
         type=float,
+        metavar="G",
         help="series data: forecasts longer than the validation forecast get its factor grown"
         f" as (h / validated steps) ** G past them (0: flat; default {BEYOND_GROWTH})",
     )
@@ -147,6 +148,8 @@ SERIES_ARGS = {
     "calibration_points": CALIBRATION_POINTS,
     "calibration_growth": BEYOND_GROWTH,
 }
+#: what a series run recorded before an option existed ran with (its description lacks it)
+SERIES_BEFORE = {"calibration_growth": 0.0}
 
 FIT_ARGS = {
     "epochs": "epochs",
@@ -177,6 +180,8 @@ def resumed_plan(args) -> tuple[dict, dict]:
         fail(f"the run in {args.resume} already finished ({state['stopped']}); nothing to resume")
     if not run:
         fail(f"{args.resume} was not written by train.py (its state has no run description)")
+    if "calibration_points" in run:  # a series run, perhaps from before a later option
+        run = {**SERIES_BEFORE, **run}
     diff = []
     if args.model is not None and args.model != meta["model"]:
         diff.append(f"--model {args.model} (the run's is {meta['model']})")

@@ -583,8 +583,15 @@ def test_series_resume_refuses_other_data_args_or_options(tmp_path, capsys):
         code, _, err = cli(["--resume", out, *given], capsys)
         assert code == 2 and message in one_line(err), (given, err)
     assert ckpt.load_training_state(out)["epoch"] == 1  # nothing refused has trained
+    # a run recorded before --calibration-growth existed resumes with the rule it began with
+    state = ckpt.load_training_state(out)
+    del state["run"]["calibration_growth"]
+    ckpt.save_training_state(out, {k: v for k, v in state.items() if k != "format"})
+    code, _, err = cli(["--resume", out, "--calibration-growth", "0.5"], capsys)
+    assert code == 2 and "drop --calibration-growth 0.5 (the run's is 0.0)" in one_line(err)
     code, _, _ = cli(["--resume", out, "--data-args", "horizon=24", "--epochs", "3"], capsys)
-    assert code == 0 and json.loads((out / "metrics.json").read_text())["horizon"] == 24
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert code == 0 and metrics["horizon"] == 24 and metrics["calibration"]["growth"] == 0
 
 
 def test_sigterm_stops_a_series_run_with_one_line(tmp_path):

@@ -526,6 +526,8 @@ BAD = [
      "--calibration-growth must lie in [0, 2]"),
     (["--dataset", "airpassengers", "--calibration-growth", "-0.5"],
      "--calibration-growth must lie in [0, 2]"),
+    (["--dataset", "airpassengers", "--calibration-growth", "inf"],
+     "--calibration-growth must lie in [0, 2]"),
 ]  # fmt: skip
 
 
@@ -596,10 +598,12 @@ def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
     )  # fmt: skip
     assert e.returncode == 0, e.stderr
     old = json.loads((tmp_path / "old" / "metrics_eval.json").read_text())
-    assert old["calibration"]["growth"] is None and old["crps"] == again["crps"]  # same paths
+    assert old["calibration"]["growth"] == 0
+    assert old["crps"] == again["crps"]  # the same raw draw: the calibrated widths compare
     new_w, old_w = (r["calibrated"]["per_horizon"]["width_90"] for r in (again, old))
-    # the widths scale by sqrt(h / 12) exactly, but where the widened 5% quantile falls below 0
-    # (this 2-epoch model is vague), positive paths are clamped there, a little less widened
+    assert new_w[:12] == old_w[:12]  # max(factor, 1) on the validated months, either way
+    # later, the widths scale by sqrt(h / 12) exactly, but where the widened 5% quantile falls
+    # below 0 (this 2-epoch model is vague), positive paths are clamped: a little less widened
     ratios = [new_w[h - 1] / (old_w[h - 1] * math.sqrt(h / 12)) for h in range(13, 37)]
     assert all(0.95 < r < 1 + 1e-5 for r in ratios), ratios
     assert sum(abs(r - 1) < 1e-5 for r in ratios) >= 12, ratios

@@ -87,30 +87,38 @@ def test_calibration_keeps_the_median_integers_and_the_sign():
 
 
 def test_paths_beyond_the_validated_steps_are_only_widened_and_widen_as_a_random_walk():
-    real = torch.randn(200, 2, 6, generator=torch.Generator().manual_seed(3))
+    def full(n, v):
+        return torch.full((n,), float(v), dtype=torch.float64)
+
     narrow, wide = SpreadCalibration(0.5, steps=6, growth=0.5), SpreadCalibration(2.0, steps=6)
-    assert torch.equal(narrow.factors(6), torch.full((6,), 0.5, dtype=torch.float64))
+    assert torch.equal(narrow.factors(6), full(6, 0.5)) and torch.equal(
+        narrow.factors(3), full(3, 0.5)
+    )
     h = torch.arange(7, 10, dtype=torch.float64)
-    # the validated steps keep their factor; later ones grow from max(factor, 1)
+    # a longer forecast: max(factor, 1) on the validated steps (never narrowed), then grown
+    assert torch.equal(narrow.factors(9)[:6], full(6, 1.0))
     assert torch.allclose(narrow.factors(9)[6:], (h / 6).sqrt())
-    assert torch.equal(narrow.factors(9)[:6], torch.full((6,), 0.5, dtype=torch.float64))
     grown = dataclasses.replace(wide, growth=0.5)
+    assert torch.equal(grown.factors(9)[:6], full(6, 2.0))
     assert torch.allclose(grown.factors(9)[6:], 2 * (h / 6).sqrt())
+    real = torch.randn(200, 2, 6, generator=torch.Generator().manual_seed(3))
     assert narrow.apply(real).std() < real.std()
     longer = torch.randn(200, 2, 9, generator=torch.Generator().manual_seed(4))
     med = longer.quantile(0.5, 0)
     out = narrow.apply(longer)
-    assert torch.allclose(out[..., :6] - med[..., :6], 0.5 * (longer - med)[..., :6], atol=1e-6)
-    assert torch.allclose(
-        out[..., 6:] - med[..., 6:], (h / 6).sqrt().float() * (longer - med)[..., 6:]
-    )
-    # a factor saved before it could grow (growth None): one factor, never below 1 past steps
+    assert torch.allclose(out[..., :6], longer[..., :6])
+    grow = (h / 6).sqrt().float()
+    assert torch.allclose(out[..., 6:] - med[..., 6:], grow * (longer - med)[..., 6:])
+    # growth 0 (and factors saved before it existed, which lack it): flat, max(factor, 1)
     old = SpreadCalibration(0.5, steps=6)
-    assert torch.equal(old.factors(9), torch.ones(9, dtype=torch.float64))
+    assert old.growth == 0 and torch.equal(old.factors(9), full(9, 1.0))
     assert torch.equal(old.apply(longer), longer)
-    assert torch.equal(wide.factors(9), torch.full((9,), 2.0, dtype=torch.float64))
+    assert torch.equal(wide.factors(9), full(9, 2.0))
     assert wide.apply(longer).std() > 1.5 * longer.std()
     assert fit_spread(torch.randn(50, 1, 3), torch.zeros(1, 3)).growth == BEYOND_GROWTH == 0.5
+    for bad in (-0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="growth must be finite and >= 0"):
+            SpreadCalibration(2.0, steps=6, growth=bad)
 
 
 def test_growth_past_the_window_restores_coverage_of_paths_that_do_not_compound():
@@ -131,7 +139,7 @@ def test_growth_past_the_window_restores_coverage_of_paths_that_do_not_compound(
         sd = torch.arange(1, ahead + 1, dtype=torch.float64).sqrt() if compounding else 1.0
         paths = torch.randn(s, n, ahead, generator=g, dtype=torch.float64) * sd
         cal = fit_spread(paths[..., :valid], walk(valid))
-        flat = dataclasses.replace(cal, growth=None)
+        flat = dataclasses.replace(cal, growth=0.0)
         y = walk(ahead)
 
         def cover(c, paths=paths, y=y):  # of the steps past the window
@@ -157,12 +165,14 @@ def test_the_factor_describes_itself_in_one_line():
     # a longer forecast is not narrowed: the line names the factor applied, and why
     assert narrow.describe(36) == (
         "intervals x 1.000 (split conformal on 36 points up to 12 steps ahead, whose x 0.500"
-        " would narrow: later steps are only widened)"
+        " would narrow: a longer forecast is only widened)"
     )
-    assert dataclasses.replace(narrow, growth=0.5).describe(36) == (
-        "intervals x 0.500 at steps 1-12, x 1.041 to x 1.732 at steps 13-36 (split conformal"
-        " on 36 points up to 12 steps ahead; past them x max(0.500, 1) (h / 12) ** 0.5)"
+    grows = dataclasses.replace(narrow, factor=2.0, growth=0.5)
+    assert grows.describe(36) == (
+        "intervals x 2.000 at steps 1-12, x 2.082 to x 3.464 at steps 13-36 (split conformal"
+        " on 36 points up to 12 steps ahead; past them x (h / 12) ** 0.5)"
     )
+    assert grows.describe(13).startswith("intervals x 2.000 at steps 1-12, x 2.082 at step 13 (")
     assert SpreadCalibration(2.0, points=36, steps=12).describe(36).startswith("intervals x 2.000")
     assert SpreadCalibration(1.25, points=7).describe(5) == (
         "intervals x 1.250 (split conformal on 7 points)"
