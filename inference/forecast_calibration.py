@@ -43,7 +43,7 @@ class SpreadCalibration:
     A path of at most ``steps`` steps gets ``factor`` at every step. A longer one is only ever
     widened (12 validated months once narrowed a 36-month AirPassengers forecast to 8%
     coverage): ``max(factor, 1)`` at steps 1 to ``steps`` and, past them, where the data said
-    nothing, ``max(factor, 1) * (h / steps) ** growth``: errors grow with the horizon faster
+    nothing, ``max(factor * (h / steps) ** growth, 1)``: errors grow with the horizon faster
     than a forecaster's own spread often does (its paths are sampled from one-step
     distributions learnt with teacher forcing), as a random walk's outgrow constant-spread
     paths with ``growth = 0.5`` (:data:`BEYOND_GROWTH`, what :func:`fit_spread` sets).
@@ -69,7 +69,8 @@ class SpreadCalibration:
         f = torch.full((horizon,), max(float(self.factor), 1.0), dtype=torch.float64)
         if self.growth:
             h = torch.arange(self.steps + 1, horizon + 1, dtype=torch.float64)
-            f[self.steps :] *= (h / self.steps) ** float(self.growth)
+            grown = float(self.factor) * (h / self.steps) ** float(self.growth)
+            f[self.steps :] = grown.clamp_min(1.0)
         return f
 
     def apply(self, paths: torch.Tensor) -> torch.Tensor:
@@ -108,7 +109,7 @@ class SpreadCalibration:
         span = f"step {n + 1}" if len(f) == n + 1 else f"steps {n + 1}-{len(f)}"
         return (
             f"intervals x {float(f[0]):.3f} at steps 1-{n}, {later} at {span} ({rests}; past"
-            f" them x (h / {n}) ** {self.growth:g})"
+            f" them x max({self.factor:.3f} (h / {n}) ** {self.growth:g}, 1))"
         )
 
 

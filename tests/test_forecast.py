@@ -602,9 +602,15 @@ def test_train_writes_fan_chart_backtest_and_baseline_table(tmp_path):
     assert old["crps"] == again["crps"]  # the same raw draw: the calibrated widths compare
     new_w, old_w = (r["calibrated"]["per_horizon"]["width_90"] for r in (again, old))
     assert new_w[:12] == old_w[:12]  # max(factor, 1) on the validated months, either way
-    # later, the widths scale by sqrt(h / 12) exactly, but where the widened 5% quantile falls
-    # below 0 (this 2-epoch model is vague), positive paths are clamped: a little less widened
-    ratios = [new_w[h - 1] / (old_w[h - 1] * math.sqrt(h / 12)) for h in range(13, 37)]
+    # later, the widths scale by max(f sqrt(h / 12), 1) / max(f, 1) exactly, but where the
+    # widened 5% quantile falls below 0 (this 2-epoch model is vague), positive paths are
+    # clamped: a little less widened
+    f = m["calibration"]["factor"]
+
+    def grown(h):
+        return max(f * math.sqrt(h / 12), 1) / max(f, 1)
+
+    ratios = [new_w[h - 1] / (old_w[h - 1] * grown(h)) for h in range(13, 37)]
     assert all(0.95 < r < 1 + 1e-5 for r in ratios), ratios
     assert sum(abs(r - 1) < 1e-5 for r in ratios) >= 12, ratios
 

@@ -96,8 +96,10 @@ def test_paths_beyond_the_validated_steps_are_only_widened_and_widen_as_a_random
     )
     h = torch.arange(7, 10, dtype=torch.float64)
     # a longer forecast: max(factor, 1) on the validated steps (never narrowed), then grown
+    # from the factor and never below 1: 0.5 sqrt(h / 6) < 1 up to step 24, 1.05 at step 26
+    assert torch.equal(narrow.factors(24), full(24, 1.0))
+    assert narrow.factors(26)[-1] == pytest.approx(0.5 * math.sqrt(26 / 6))
     assert torch.equal(narrow.factors(9)[:6], full(6, 1.0))
-    assert torch.allclose(narrow.factors(9)[6:], (h / 6).sqrt())
     grown = dataclasses.replace(wide, growth=0.5)
     assert torch.equal(grown.factors(9)[:6], full(6, 2.0))
     assert torch.allclose(grown.factors(9)[6:], 2 * (h / 6).sqrt())
@@ -105,10 +107,11 @@ def test_paths_beyond_the_validated_steps_are_only_widened_and_widen_as_a_random
     assert narrow.apply(real).std() < real.std()
     longer = torch.randn(200, 2, 9, generator=torch.Generator().manual_seed(4))
     med = longer.quantile(0.5, 0)
-    out = narrow.apply(longer)
-    assert torch.allclose(out[..., :6], longer[..., :6])
-    grow = (h / 6).sqrt().float()
-    assert torch.allclose(out[..., 6:] - med[..., 6:], grow * (longer - med)[..., 6:])
+    mild = SpreadCalibration(0.9, steps=6, growth=0.5)  # x 1 at steps 1-7, then 0.9 sqrt(h / 6)
+    out = mild.apply(longer)
+    assert torch.allclose(out[..., :7], longer[..., :7])
+    grow = (0.9 * (h[1:] / 6).sqrt()).float()
+    assert torch.allclose(out[..., 7:] - med[..., 7:], grow * (longer - med)[..., 7:])
     # growth 0 (and factors saved before it existed, which lack it): flat, max(factor, 1)
     old = SpreadCalibration(0.5, steps=6)
     assert old.growth == 0 and torch.equal(old.factors(9), full(9, 1.0))
@@ -170,7 +173,7 @@ def test_the_factor_describes_itself_in_one_line():
     grows = dataclasses.replace(narrow, factor=2.0, growth=0.5)
     assert grows.describe(36) == (
         "intervals x 2.000 at steps 1-12, x 2.082 to x 3.464 at steps 13-36 (split conformal"
-        " on 36 points up to 12 steps ahead; past them x (h / 12) ** 0.5)"
+        " on 36 points up to 12 steps ahead; past them x max(2.000 (h / 12) ** 0.5, 1))"
     )
     assert grows.describe(13).startswith("intervals x 2.000 at steps 1-12, x 2.082 at step 13 (")
     assert SpreadCalibration(2.0, points=36, steps=12).describe(36).startswith("intervals x 2.000")
