@@ -180,7 +180,7 @@ def resumed_plan(args) -> tuple[dict, dict]:
         fail(f"the run in {args.resume} already finished ({state['stopped']}); nothing to resume")
     if not run:
         fail(f"{args.resume} was not written by train.py (its state has no run description)")
-    if "calibration_points" in run:  # a series run, perhaps from before a later option
+    if any(key in run for key in SERIES_ARGS):  # a series run, perhaps from before an option
         run = {**SERIES_BEFORE, **run}
     diff = []
     if args.model is not None and args.model != meta["model"]:
