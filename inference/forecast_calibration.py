@@ -104,11 +104,11 @@ class SpreadCalibration:
         if float(f.min()) == float(f.max()):
             return f"intervals x {float(f[0]):.3f} ({rests})"
         n = self.steps
-        later = f"x {float(f[n]):.3f}" if len(f) == n + 1 else f"x {float(f[n]):.3f} to"
-        later += "" if len(f) == n + 1 else f" x {float(f[-1]):.3f}"
-        span = f"step {n + 1}" if len(f) == n + 1 else f"steps {n + 1}-{len(f)}"
+        past = f"x {float(f[n]):.3f} at step {n + 1}"
+        if len(f) > n + 1:
+            past = f"x {float(f[n]):.3f} to x {float(f[-1]):.3f} at steps {n + 1}-{len(f)}"
         return (
-            f"intervals x {float(f[0]):.3f} at steps 1-{n}, {later} at {span} ({rests}; past"
+            f"intervals x {float(f[0]):.3f} at steps 1-{n}, {past} ({rests}; past"
             f" them x max({self.factor:.3f} (h / {n}) ** {self.growth:g}, 1))"
         )
 

@@ -522,12 +522,8 @@ BAD = [
     (["--dataset", "airpassengers", "--baselines", "seasonal_naive,bogus"],
      "--baselines: unknown baseline(s) ['bogus']; choose from"),
     (["--dataset", "airpassengers", "--backtest-windows", "-1"], "--backtest-windows must be >= 0"),
-    (["--dataset", "airpassengers", "--calibration-growth", "nan"],
-     "--calibration-growth must lie in [0, 2]"),
-    (["--dataset", "airpassengers", "--calibration-growth", "-0.5"],
-     "--calibration-growth must lie in [0, 2]"),
-    (["--dataset", "airpassengers", "--calibration-growth", "inf"],
-     "--calibration-growth must lie in [0, 2]"),
+    *[(["--dataset", "airpassengers", "--calibration-growth", g],
+       "--calibration-growth must lie in [0, 2]") for g in ("nan", "-0.5", "inf")],
 ]  # fmt: skip
 
 
